@@ -1,0 +1,253 @@
+"""The contracts plugins implement: :class:`Task`, :class:`Method` and :class:`Teacher`.
+
+Everything here is light: torch is imported only for type checking, so ``kdbench list`` and
+``kdbench --help`` stay fast.
+
+* A **Task** loads every domain of a data set into :class:`DomainData` (train/dev/test lists of
+  :class:`Example`).
+* A **Teacher** knows how to build and train one kind of teacher model ("single", "mix", ...). The
+  runner trains each distinct teacher once, stores it under the results directory keyed by a content
+  hash, and hands it to every method that asks for it.
+* A **Method** turns a :class:`FitContext` (data of all domains, a lazy teacher getter, the profile)
+  into a trained model. Simple KD methods override :meth:`Method.loss`; multi-stage methods override
+  :meth:`Method.fit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+
+    from kdbench.config import Profile
+    from kdbench.modeling import KDModel, ModelOutput
+    from kdbench.trainer import TeacherHandle
+
+
+class KDBenchError(Exception):
+    """An error caused by the user's input or environment; the CLI prints it on one line, exit 2."""
+
+
+# --------------------------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Example:
+    """One labelled example. ``id`` is stable across machines and used in split hashes."""
+
+    id: str
+    text: str
+    label: int
+    text_pair: str | None = None
+
+
+@dataclass(frozen=True)
+class DomainData:
+    """The train/dev/test splits of one domain."""
+
+    domain: str
+    train: tuple[Example, ...]
+    dev: tuple[Example, ...]
+    test: tuple[Example, ...]
+
+    def split_hash(self) -> str:
+        """sha256 over the ordered example ids of each split: identical data gives the same hash."""
+        h = hashlib.sha256()
+        for split in ("train", "dev", "test"):
+            h.update(split.encode())
+            for ex in getattr(self, split):
+                h.update(b"\0" + ex.id.encode())
+        return h.hexdigest()[:16]
+
+
+class Task(ABC):
+    """A multi-domain classification data set.
+
+    Subclasses set the class attributes and implement :meth:`load`. Bump ``version`` whenever the
+    data, the split or the metric changes: it is part of every cell's config hash.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    version: ClassVar[str] = "1"
+    domains: ClassVar[tuple[str, ...]]
+    labels: ClassVar[tuple[str, ...]]
+
+    def __init__(self, data_dir: Path | None = None, cache_dir: Path | None = None) -> None:
+        self.data_dir = data_dir
+        self.cache_dir = cache_dir
+
+    @abstractmethod
+    def load(self) -> dict[str, DomainData]:
+        """Return every domain's full splits. Raise :class:`KDBenchError` when data is missing."""
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+
+# ---------------------------------------------------------------------------------------- configs
+@dataclass(frozen=True)
+class MethodConfig:
+    """Options of a method; subclass it (frozen dataclass) and set ``Method.Config``.
+
+    Values come from the profile's ``methods.<name>`` table, then ``--set name.key=value``.
+    """
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings of one training phase (see ``profiles.yaml``)."""
+
+    epochs: int = 3
+    lr: float = 2e-5
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------------------- context
+ProgressFn = Callable[..., None]
+
+
+def _no_progress(**_: Any) -> None:
+    return None
+
+
+@dataclass
+class FitContext:
+    """Everything a method may use to train one cell. Built by the runner.
+
+    ``domains`` holds every domain of the task, with the cell's fraction already applied to the
+    target domain's train split (and to the others when ``fraction_all_domains`` is set).
+    """
+
+    task: Task
+    target: str
+    domains: Mapping[str, DomainData]
+    seed: int
+    profile: Profile
+    device: torch.device
+    precision: str
+    get_teacher: Callable[[str, str], TeacherHandle]
+    build_student: Callable[[], KDModel]
+    tokenize: Callable[..., Any]
+    progress: ProgressFn = _no_progress
+    workdir: Path | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data(self) -> DomainData:
+        """The target domain's data."""
+        return self.domains[self.target]
+
+    def teacher(self, kind: str = "single", domain: str | None = None) -> TeacherHandle:
+        """The trained, frozen teacher ``kind`` for ``domain`` (default: the target).
+
+        The runner trains it once per distinct (kind, data, seed, config) and shares it across cells.
+        """
+        return self.get_teacher(kind, domain or self.target)
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Method.fit` returns: the model to evaluate and the head to read logits from."""
+
+    model: KDModel
+    head: str = "main"
+    losses: list[float] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------- plugins
+class Teacher(ABC):
+    """A kind of teacher: which domains it trains on, how it is built, and how it is trained.
+
+    The runner keys a trained teacher by a hash of its kind, its config, the ids of its training
+    data and the seed, so identical teachers are trained once and reused across cells and methods.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    version: ClassVar[str] = "1"
+
+    def train_domains(self, target: str, all_domains: Sequence[str]) -> tuple[str, ...]:
+        """Domains whose train data the teacher sees. Single-domain by default."""
+        return (target,)
+
+    def heads(self, train_domains: Sequence[str]) -> tuple[str, ...]:
+        """Classification heads of the model. One shared head by default."""
+        return ("main",)
+
+    def head_for(self, target: str) -> str:
+        """Which head gives the target domain's logits."""
+        return "main"
+
+    @abstractmethod
+    def fit(self, ctx: TeacherContext) -> FitResult:
+        """Build and train the teacher; return it with the best dev checkpoint loaded."""
+
+    def build(self, ctx: TeacherContext) -> KDModel:
+        """Build an untrained model of the right shape (used to load a stored checkpoint)."""
+        from kdbench.modeling import load_model
+
+        return load_model(ctx.profile.teacher, ctx.task.num_labels, heads=self.heads(ctx.train_domains),
+                          profile=ctx.profile, role="teacher", vocab_size=ctx.vocab_size)
+
+
+@dataclass
+class TeacherContext:
+    """Everything a :class:`Teacher` needs to train."""
+
+    task: Task
+    target: str
+    train_domains: tuple[str, ...]
+    domains: Mapping[str, DomainData]
+    seed: int
+    profile: Profile
+    device: torch.device
+    precision: str
+    tokenize: Callable[..., Any]
+    vocab_size: int | None = None
+    progress: ProgressFn = _no_progress
+
+
+class Method(ABC):
+    """A distillation method (or a baseline row such as ``student`` and ``teacher``).
+
+    Set ``name``, ``description`` and ``teacher`` (the teacher kind it needs: ``"none"``,
+    ``"single"``, ``"mix"``, ``"mtl"``, ``"meta"``, ``"multi"`` or a custom registered kind).
+    Override :meth:`loss` for a one-stage method trained by the shared loop, or :meth:`fit` for
+    anything else.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    version: ClassVar[str] = "1"
+    teacher: ClassVar[str] = "none"
+    #: set when the loss reads the teacher's hidden states / attention scores
+    needs_hidden: ClassVar[bool] = False
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+
+    def __init__(self, config: MethodConfig | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    def loss(self, batch: Mapping[str, torch.Tensor], student: ModelOutput,
+             teacher: ModelOutput | None) -> torch.Tensor:
+        """Per-batch training loss for the shared loop (used by the default :meth:`fit`)."""
+        raise NotImplementedError(f"method {self.name!r} must override loss() or fit()")
+
+    def fit(self, ctx: FitContext) -> FitResult:
+        """Train a student on the target domain with :meth:`loss`. Override for multi-stage methods."""
+        from kdbench.trainer import distill
+
+        return distill(ctx, self)

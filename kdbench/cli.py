@@ -1,0 +1,116 @@
+"""The ``kdbench`` command. Thin: parse, then import the heavy modules inside each command.
+
+``kdbench --help`` never imports torch, so it answers instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_OK, EXIT_FAILED_CELLS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, exit 2 (argparse's default prints the whole usage first)."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="kdbench", description="Benchmark knowledge-distillation methods across domains.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    ls = sub.add_parser("list", help="show every method, task and teacher kind, and broken plugins")
+    ls.add_argument("--strict-plugins", action="store_true", help="fail if any plugin fails to load")
+
+    r = sub.add_parser("run", help="run a grid of cells (method × task × domain × fraction × seed)",
+                       description="Run every cell of the grid; finished cells are skipped, so rerunning "
+                       "resumes. Command-line options override --config, which overrides the defaults.")
+    r.add_argument("--methods", help="comma-separated method names (default: student,kd,teacher)")
+    r.add_argument("--tasks", help="comma-separated task names (default: amazon)")
+    r.add_argument("--domains", help="comma-separated domains (default: every domain of each task)")
+    r.add_argument("--fractions", help="fractions of the target train split in (0, 1] (default: 1.0)")
+    r.add_argument("--seeds", help="number of seeds N: runs seeds 0..N-1 (default: 1)")
+    r.add_argument("--profile", help="model profile: paper, cpu, tiny or one of --profiles (default: cpu)")
+    r.add_argument("--profiles", dest="profiles_file", help="YAML file of extra or replacement profiles")
+    r.add_argument("--teacher", help="override the profile's teacher (HF hub id or tiny:L4-H64-A4)")
+    r.add_argument("--student", help="override the profile's student")
+    r.add_argument("--results-dir", help="where cells and teachers go (default: results/latest)")
+    r.add_argument("--data-dir", help="local data root (default: $KDBENCH_DATA_DIR, else download)")
+    r.add_argument("--cache-dir", help="downloads and tokenizers (default: ~/.cache/kdbench)")
+    r.add_argument("--device", help="auto (cuda if available), cpu or cuda[:N] (default: auto)")
+    r.add_argument("--precision", help="auto (bf16 on cuda, fp32 on cpu), fp32 or bf16")
+    r.add_argument("--fraction-all-domains", action="store_true", default=None,
+                   help="apply the fraction to every domain, not only the target (cross-domain teachers)")
+    r.add_argument("--set", dest="options", action="append", metavar="METHOD.KEY=VALUE",
+                   help="method option, e.g. --set kd.alpha=0.7 (repeatable)")
+    r.add_argument("--config", type=Path, help="YAML file of run options (keys as the long options)")
+    r.add_argument("--strict-plugins", action="store_true", default=None,
+                   help="fail if any plugin fails to load")
+
+    t = sub.add_parser("table", help="print the results table of a results directory")
+    t.add_argument("results_dir", type=Path)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from kdbench.api import KDBenchError
+
+    try:
+        return int(COMMANDS[args.command](args))
+    except KDBenchError as exc:
+        print(f"kdbench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("kdbench: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from kdbench import registry, report
+
+    report.print_registry(registry.load(strict=args.strict_plugins))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kdbench.config import RunConfig
+
+    cli: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    config = RunConfig.from_sources(cli, args.config)
+
+    from kdbench import registry, report, runner
+
+    reg = registry.load(strict=config.strict_plugins)
+    quiet_libraries()
+    summary = runner.run(config, reg, report.RichReporter())
+    report.print_summary(summary, config.results_dir)
+    return summary.exit_code
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from kdbench import report, tables
+    from kdbench.api import KDBenchError
+
+    if not args.results_dir.is_dir():
+        raise KDBenchError(f"{args.results_dir} is not a results directory; pass the --results-dir of a run")
+    report.print_tables(tables.build(args.results_dir))
+    return EXIT_OK
+
+
+def quiet_libraries() -> None:
+    """transformers' load reports (e.g. the freshly initialised head) would drown the progress bars."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""All device and precision handling lives here, so the CUDA branches can be tested on a CPU."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from kdbench.api import KDBenchError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → cuda when available, else cpu. ``cuda`` without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise KDBenchError(f"--device {name}: no CUDA device is available; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise KDBenchError(f"--device: {name!r} is not a device; use auto, cpu or cuda[:N]") from None
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` → bf16 autocast on CUDA, fp32 on CPU."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def setup(device: torch.device) -> None:
+    """Process-wide speed settings: TF32 matmuls on CUDA, one thread per available core on CPU."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(max(1, cores or 1))
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Copy a batch; on CUDA from pinned memory without blocking the host."""
+    if device.type == "cuda":
+        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def seed_everything(seed: int) -> None:
+    """One place that seeds every RNG kdbench uses."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():  # pragma: no cover - no GPU in CI
+        torch.cuda.manual_seed_all(seed)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

@@ -1,0 +1,153 @@
+"""Teacher and student models: a BERT-family encoder with one or more classification heads.
+
+Models are loaded from HF hub ids through ``AutoModelForSequenceClassification`` (so the standard
+HF cache and ``HF_HUB_OFFLINE=1`` work offline), or built from a ``tiny:L<layers>-H<hidden>-A<heads>``
+spec with random weights for tests.
+
+:class:`KDModel` exposes what distillation needs in one forward pass: logits, all hidden states
+(index 0 = embeddings) and, on request, the *pre-softmax* attention scores. The scores are rebuilt
+from the query/key projections with forward hooks, so they are exactly ``q·kᵀ/√d`` as TinyBERT
+distils them, and attention itself keeps running through fast SDPA kernels: no eager attention is
+needed even for methods that distil attention.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from kdbench.api import KDBenchError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from kdbench.config import Profile
+
+TINY_SPEC = re.compile(r"^tiny:L(\d+)-H(\d+)-A(\d+)$")
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # (B, C)
+    pooled: torch.Tensor  # (B, H): the input of the classification head
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # (L+1) × (B, T, H); 0 = embeddings
+    attention_scores: list[torch.Tensor] | None = None  # L × (B, heads, T, T), pre-softmax, unmasked
+
+
+class KDModel(nn.Module):
+    """Encoder + pooler + dropout + named classification heads.
+
+    ``heads`` holds one linear layer per name: ``main`` for ordinary models, one per domain for a
+    multi-task teacher. Subclasses (e.g. Meta-KD's meta-teacher) add branches.
+    """
+
+    def __init__(self, seqcls: nn.Module, heads: Sequence[str] = ("main",)) -> None:
+        super().__init__()
+        self.config = seqcls.config
+        self.backbone = seqcls.base_model  # BertModel, with its pooler
+        self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
+        base_head: nn.Linear = seqcls.classifier
+        self.heads = nn.ModuleDict()
+        for i, name in enumerate(heads):
+            head = base_head if i == 0 else copy.deepcopy(base_head)
+            if i > 0:
+                head.reset_parameters()
+            self.heads[name] = head
+        self._scores: list[torch.Tensor] | None = None
+        self._hooks_installed = False
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    def _install_score_hooks(self) -> None:
+        """Capture q and k per layer; scores are formed in :meth:`forward` only when requested."""
+        layers = self.backbone.encoder.layer
+        self._qk: list[dict[str, torch.Tensor]] = [{} for _ in layers]
+        for i, layer in enumerate(layers):
+            attn = layer.attention.self
+            for part in ("query", "key"):
+                def hook(_m: nn.Module, _inp: Any, out: torch.Tensor, i: int = i, part: str = part) -> None:
+                    if self._scores is not None:  # only while scores were asked for
+                        self._qk[i][part] = out
+                getattr(attn, part).register_forward_hook(hook)
+        self._hooks_installed = True
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               token_type_ids: torch.Tensor | None = None, output_hidden: bool = False,
+               output_scores: bool = False) -> tuple[Any, list[torch.Tensor] | None]:
+        if output_scores and not self._hooks_installed:
+            self._install_score_hooks()
+        self._scores = [] if output_scores else None
+        try:
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                                token_type_ids=token_type_ids, output_hidden_states=output_hidden)
+            scores = None
+            if output_scores:
+                n_heads = self.config.num_attention_heads
+                scores = []
+                for qk in self._qk:
+                    q, k = qk.pop("query"), qk.pop("key")
+                    b, t, h = q.shape
+                    q = q.view(b, t, n_heads, h // n_heads).transpose(1, 2)
+                    k = k.view(b, t, n_heads, h // n_heads).transpose(1, 2)
+                    scores.append(q @ k.transpose(-1, -2) / math.sqrt(h // n_heads))
+        finally:
+            self._scores = None
+        return out, scores
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, head: str = "main",
+                output_hidden: bool = False, output_scores: bool = False) -> ModelOutput:
+        out, scores = self.encode(input_ids, attention_mask, token_type_ids, output_hidden, output_scores)
+        pooled = out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, 0]
+        logits = self.heads[head](self.dropout(pooled))
+        return ModelOutput(logits=logits, pooled=pooled,
+                           hidden_states=out.hidden_states if output_hidden else None,
+                           attention_scores=scores)
+
+
+def parse_tiny(spec: str) -> tuple[int, int, int] | None:
+    m = TINY_SPEC.match(spec)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def load_model(spec: str, num_labels: int, heads: Sequence[str] = ("main",), *,
+               profile: Profile, role: str, vocab_size: int | None = None) -> KDModel:
+    """Build a :class:`KDModel` from a hub id or a ``tiny:`` spec. Seed the RNG before calling."""
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    tiny = parse_tiny(spec)
+    if tiny is not None:
+        layers, hidden, n_heads = tiny
+        if vocab_size is None:
+            raise KDBenchError(f"{role} {spec!r}: a tiny model needs the tokenizer's vocabulary size")
+        config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                            num_attention_heads=n_heads, intermediate_size=4 * hidden,
+                            max_position_embeddings=max(512, profile.max_len), num_labels=num_labels,
+                            hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+        config._attn_implementation = "sdpa"
+        seqcls = AutoModelForSequenceClassification.from_config(config)
+    else:
+        try:
+            seqcls = AutoModelForSequenceClassification.from_pretrained(
+                spec, num_labels=num_labels, attn_implementation="sdpa")
+        except OSError as exc:
+            raise KDBenchError(
+                f"{role} model {spec!r} could not be loaded ({str(exc).splitlines()[0]}); offline, set "
+                "HF_HOME to a cache that holds it and HF_HUB_OFFLINE=1") from exc
+    return KDModel(seqcls, heads=heads)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

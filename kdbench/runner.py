@@ -1,0 +1,346 @@
+"""Run a grid of cells: skip finished ones, train each teacher once, write one JSON per cell.
+
+The runner knows nothing about particular methods or tasks: it looks them up in the registry,
+builds a :class:`~kdbench.api.FitContext`, calls ``method.fit`` and records what comes back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kdbench import device as dev
+from kdbench import results as res
+from kdbench.api import (
+    DomainData,
+    Example,
+    FitContext,
+    KDBenchError,
+    Method,
+    Task,
+    Teacher,
+    TeacherContext,
+)
+from kdbench.config import method_config, resolve_profile
+from kdbench.data import Encoded, apply_fraction, encode, load_tokenizer
+from kdbench.grid import Cell, expand
+from kdbench.modeling import KDModel, count_parameters, load_model
+from kdbench.trainer import TeacherHandle, accuracy, predict
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from kdbench.config import Profile, RunConfig
+    from kdbench.registry import Registry
+
+
+class Reporter:
+    """Progress callbacks; the CLI passes a rich implementation (see :mod:`kdbench.report`)."""
+
+    def grid_start(self, cells: list[Cell], todo: int) -> None: ...
+    def cell_start(self, cell: Cell) -> None: ...
+    def cell_progress(self, **info: Any) -> None: ...
+    def cell_end(self, cell: Cell, status: str, seconds: float) -> None: ...
+    def message(self, text: str) -> None: ...
+    def grid_end(self) -> None: ...
+
+
+@dataclass
+class RunSummary:
+    total: int = 0
+    skipped: int = 0
+    ok: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    teachers_trained: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def check_writable(results_dir: Path) -> None:
+    try:
+        res.cells_dir(results_dir).mkdir(parents=True, exist_ok=True)
+        probe = results_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise KDBenchError(f"results directory {results_dir} is not writable ({exc.strerror}); "
+                           "pass a writable --results-dir") from None
+
+
+@dataclass
+class TaskState:
+    """A task's data and tokenizer, loaded once per run."""
+
+    task: Task
+    domains: dict[str, DomainData]
+    tokenizer: Any
+    encoded: dict[tuple[str, ...], Encoded] = field(default_factory=dict)
+
+    def tokenize(self, examples: tuple[Example, ...], max_len: int) -> Encoded:
+        key = tuple(ex.id for ex in examples)
+        if key not in self.encoded:
+            self.encoded[key] = encode(self.tokenizer, examples, max_len)
+        return self.encoded[key]
+
+
+class Runner:
+    def __init__(self, config: RunConfig, registry: Registry, reporter: Reporter | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.reporter = reporter or Reporter()
+        self.profile: Profile = resolve_profile(config.profile, config.profiles_file, config.teacher,
+                                                config.student)
+        self.cells = expand(config, registry)
+        self.methods: dict[str, Method] = {}
+        for name in config.methods:
+            cls = registry.methods.get(name)
+            self.methods[name] = cls(method_config(cls.Config, name, self.profile.methods.get(name, {}),
+                                                   config.options.get(name, {})))
+        for name in config.options:
+            if name not in self.methods:
+                raise KDBenchError(f"--set {name}.…: method {name!r} is not in --methods")
+        self.device = dev.resolve_device(config.device)
+        self.precision = dev.resolve_precision(config.precision, self.device)
+        self.tasks: dict[str, TaskState] = {}
+        self.teachers: OrderedDict[str, TeacherHandle] = OrderedDict()  # small LRU of loaded teachers
+        self.summary = RunSummary()
+        self._teacher_seconds = 0.0
+
+    # ------------------------------------------------------------------------------------- config
+    def cell_config(self, cell: Cell) -> dict[str, Any]:
+        """Everything that determines a cell's result; its hash decides whether to recompute."""
+        method = self.methods[cell.method]
+        task_cls = self.registry.tasks.get(cell.task)
+        return {"cell": dataclasses.asdict(cell), "method_version": method.version,
+                "method_options": dataclasses.asdict(method.config),
+                "task_version": task_cls.version, "profile": self.profile.to_dict(),
+                "precision": self.precision, "fraction_all_domains": self.config.fraction_all_domains,
+                "schema": res.SCHEMA_VERSION}
+
+    def cell_path(self, cell: Cell) -> Path:
+        return res.cells_dir(self.config.results_dir) / f"{cell.key}.json"
+
+    def is_done(self, cell: Cell) -> bool:
+        old = res.read_json(self.cell_path(cell))
+        return (old is not None and old.get("status") == "ok"
+                and old.get("config_hash") == res.config_hash(self.cell_config(cell)))
+
+    # ---------------------------------------------------------------------------------------- run
+    def run(self) -> RunSummary:
+        check_writable(self.config.results_dir)
+        todo = [c for c in self.cells if not self.is_done(c)]
+        self.summary.total, self.summary.skipped = len(self.cells), len(self.cells) - len(todo)
+        res.atomic_write_json(self.config.results_dir / "run.json", {
+            "config": json.loads(json.dumps(dataclasses.asdict(self.config), default=str)),
+            "profile": self.profile.to_dict(), "cells": [c.key for c in self.cells],
+            "versions": res.versions(), "device": str(self.device)})
+        dev.setup(self.device)
+        self.reporter.grid_start(self.cells, len(todo))
+        try:
+            for cell in todo:
+                self.run_cell(cell)
+        finally:
+            self.reporter.grid_end()
+        return self.summary
+
+    def run_cell(self, cell: Cell) -> None:
+        pm = self.registry.pm
+        if pm is not None:
+            pm.hook.kdbench_cell_start(cell=cell)
+        self.reporter.cell_start(cell)
+        start = time.perf_counter()
+        config = self.cell_config(cell)
+        base = {"schema": res.SCHEMA_VERSION, "config": config, "config_hash": res.config_hash(config),
+                "method": cell.method, "task": cell.task, "domain": cell.domain,
+                "fraction": cell.fraction, "seed": cell.seed, "device": str(self.device),
+                "precision": self.precision, "versions": res.versions(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            result = {**base, "status": "ok", **self.evaluate_cell(cell)}
+        except (KDBenchError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failing cell is recorded; the grid continues
+            msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            result = {**base, "status": "failed", "error": msg, "traceback": traceback.format_exc()}
+            self.summary.failed.append((cell.key, msg))
+        else:
+            self.summary.ok += 1
+        res.atomic_write_json(self.cell_path(cell), result)
+        if pm is not None:
+            pm.hook.kdbench_cell_finish(cell=cell, result=result)
+        self.reporter.cell_end(cell, result["status"], time.perf_counter() - start)
+
+    def task_state(self, name: str) -> TaskState:
+        if name not in self.tasks:
+            task = self.registry.tasks.get(name)(data_dir=self.config.data_dir,
+                                                 cache_dir=self.config.cache_path())
+            domains = task.load()
+            self.tasks[name] = TaskState(task, domains, load_tokenizer(self.profile, domains,
+                                                                       self.config.cache_path()))
+        return self.tasks[name]
+
+    def evaluate_cell(self, cell: Cell) -> dict[str, Any]:
+        state = self.task_state(cell.task)
+        method = self.methods[cell.method]
+        domains = apply_fraction(state.domains, cell.domain, cell.fraction, cell.seed,
+                                 self.config.fraction_all_domains)
+        used: dict[str, dict[str, Any]] = {}
+        self._teacher_seconds = 0.0
+
+        def get_handle(kind: str, domain: str) -> TeacherHandle:
+            return self.teacher(kind, domain, state, domains, cell.seed, used)
+
+        def tokenize(examples: tuple[Example, ...]) -> Encoded:
+            return state.tokenize(tuple(examples), self.profile.max_len)
+
+        ctx = FitContext(task=state.task, target=cell.domain, domains=domains, seed=cell.seed,
+                         profile=self.profile, device=self.device, precision=self.precision,
+                         get_teacher=get_handle, build_student=lambda: self.build_student(state, cell.seed),
+                         tokenize=tokenize, progress=self.reporter.cell_progress,
+                         workdir=self.config.results_dir)
+        dev.seed_everything(cell.seed)
+        t0 = time.perf_counter()
+        fit = method.fit(ctx)
+        fit_seconds = time.perf_counter() - t0 - self._teacher_seconds
+
+        test = tokenize(domains[cell.domain].test)
+        dev_enc = tokenize(domains[cell.domain].dev)
+        t1 = time.perf_counter()
+        test_logits = predict(fit.model, test, fit.head, self.device, self.precision,
+                              self.profile.eval_batch_size)
+        infer_seconds = time.perf_counter() - t1
+        dev_acc = accuracy(predict(fit.model, dev_enc, fit.head, self.device, self.precision,
+                                   self.profile.eval_batch_size), dev_enc.labels)
+        preds = test_logits.argmax(-1).tolist()
+        teacher_infer = None
+        if used and method.teacher not in ("none",):
+            first = next(iter(used.values()))
+            handle = self.teachers.get(first["key"])
+            if handle is not None and handle.model is not fit.model:
+                t2 = time.perf_counter()
+                predict(handle.model, test, handle.head, self.device, self.precision,
+                        self.profile.eval_batch_size)
+                teacher_infer = time.perf_counter() - t2
+        return {
+            "metrics": {"test_accuracy": accuracy(test_logits, test.labels), "dev_accuracy": dev_acc},
+            "predictions": {"ids": test.ids, "pred": preds, "gold": test.labels},
+            "split_hash": state.domains[cell.domain].split_hash(),
+            "train_hash": res.config_hash([ex.id for ex in domains[cell.domain].train]),
+            "n_train": len(domains[cell.domain].train),
+            "timing": {"student_train_seconds": round(fit_seconds, 3),
+                       "teacher_train_seconds": round(sum(t["train_seconds"] for t in used.values()), 3),
+                       "teacher_trained_here_seconds": round(self._teacher_seconds, 3),
+                       "student_inference_seconds": round(infer_seconds, 4),
+                       "teacher_inference_seconds": None if teacher_infer is None else round(teacher_infer, 4)},
+            "params": {"model": count_parameters(fit.model),
+                       "teacher": max((t["params"] for t in used.values()), default=None)},
+            "teachers": list(used.values()),
+            "train": {"losses": [round(x, 6) for x in fit.losses], **fit.info},
+        }
+
+    # ------------------------------------------------------------------------------------ models
+    def build_student(self, state: TaskState, seed: int) -> KDModel:
+        # The classifier head's init must not depend on what ran before in this process.
+        dev.seed_everything(seed)
+        return load_model(self.profile.student, state.task.num_labels, profile=self.profile, role="student",
+                          vocab_size=len(state.tokenizer)).to(self.device)
+
+    def teacher_context(self, kind: Teacher, domain: str, state: TaskState,
+                        domains: Mapping[str, DomainData], seed: int) -> TeacherContext:
+        train_domains = kind.train_domains(domain, list(domains))
+        return TeacherContext(task=state.task, target=domain, train_domains=train_domains,
+                              domains=domains, seed=seed, profile=self.profile, device=self.device,
+                              precision=self.precision,
+                              tokenize=lambda ex: state.tokenize(tuple(ex), self.profile.max_len),
+                              vocab_size=len(state.tokenizer), progress=self.reporter.cell_progress)
+
+    def teacher(self, kind_name: str, domain: str, state: TaskState, domains: Mapping[str, DomainData],
+                seed: int, used: dict[str, dict[str, Any]]) -> TeacherHandle:
+        """The trained teacher of ``kind_name`` for ``domain``: from memory, from disk, or trained now.
+
+        The key hashes what determines the teacher: its kind and version, the profile's teacher model
+        and training settings, the ids of the data it trains and selects on, the seed and precision.
+        Teachers with identical keys (e.g. one mix teacher for every target at fraction 1.0) are
+        therefore trained once.
+        """
+        kind = self.registry.teachers.get(kind_name)()
+        ctx = self.teacher_context(kind, domain, state, domains, seed)
+        p = self.profile
+        key = res.config_hash({
+            "kind": kind_name, "version": kind.version, "model": p.teacher, "train": dataclasses.asdict(p.teacher_train),
+            "max_len": p.max_len, "batch_size": p.batch_size, "precision": self.precision, "seed": seed,
+            "task": state.task.name, "task_version": state.task.version,
+            "data": {d: domains[d].split_hash() + res.config_hash([e.id for e in domains[d].train])
+                     for d in ctx.train_domains}})
+        folder = self.config.results_dir / "teachers" / key
+        meta = res.read_json(folder / "meta.json")
+        head = kind.head_for(domain)
+        if key in self.teachers:
+            self.teachers.move_to_end(key)
+            handle = self.teachers[key]
+        else:
+            handle = None
+            if meta is not None and (folder / "model.safetensors").exists():
+                handle = self._load_teacher(kind, ctx, folder)
+            if handle is None:
+                handle, meta = self._train_teacher(kind, kind_name, ctx, folder, key)
+            self.teachers[key] = handle
+            while len(self.teachers) > 4:
+                self.teachers.popitem(last=False)
+        assert meta is not None
+        used[key] = {"key": key, "kind": kind_name, "domains": list(ctx.train_domains),
+                     "train_seconds": meta["train_seconds"], "params": meta["params"],
+                     "dev_accuracy": meta.get("dev_accuracy")}
+        return TeacherHandle(handle.model, head)
+
+    def _load_teacher(self, kind: Teacher, ctx: TeacherContext, folder: Path) -> TeacherHandle | None:
+        from safetensors.torch import load_file
+
+        try:
+            dev.seed_everything(ctx.seed)
+            model = kind.build(ctx)
+            model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        except Exception as exc:  # noqa: BLE001 - a corrupt checkpoint is retrained, not fatal
+            self.reporter.message(f"teacher {folder.name}: unreadable checkpoint ({type(exc).__name__}); retraining")
+            return None
+        return TeacherHandle(model.to(self.device))
+
+    def _train_teacher(self, kind: Teacher, kind_name: str, ctx: TeacherContext, folder: Path,
+                       key: str) -> tuple[TeacherHandle, dict[str, Any]]:
+        from safetensors.torch import save
+
+        self.reporter.message(f"training teacher {kind_name} on {'+'.join(ctx.train_domains)} "
+                              f"(seed {ctx.seed}) [{key}]")
+        dev.seed_everything(ctx.seed)
+        t0 = time.perf_counter()
+        fit = kind.fit(ctx)
+        model = fit.model
+        seconds = time.perf_counter() - t0
+        self._teacher_seconds += seconds
+        self.summary.teachers_trained += 1
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        # Checkpoint first, metadata last: meta.json's presence marks a complete teacher.
+        res.atomic_write_bytes(folder / "model.safetensors", save(state))
+        meta = {"key": key, "kind": kind_name, "domains": list(ctx.train_domains), "seed": ctx.seed,
+                "train_seconds": round(seconds, 3), "params": count_parameters(model),
+                "dev_accuracy": fit.info.get("best_dev"),
+                "profile": self.profile.name, "model": self.profile.teacher, "versions": res.versions()}
+        res.atomic_write_json(folder / "meta.json", meta)
+        return TeacherHandle(model.to(self.device)), meta
+
+
+def run(config: RunConfig, registry: Registry, reporter: Reporter | None = None) -> RunSummary:
+    runner = Runner(config, registry, reporter)
+    if registry.pm is not None:
+        registry.pm.hook.kdbench_configure.call_historic(kwargs={"config": config})
+    return runner.run()
+

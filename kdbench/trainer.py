@@ -1,0 +1,195 @@
+"""The one training loop every model in kdbench goes through: teachers, students, every stage.
+
+A method supplies ``loss_fn(batch) -> scalar``; the loop owns batching, the optimiser, the
+schedule, precision, logging, dev-based checkpoint selection and the non-finite-loss guard.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from kdbench import device as dev
+from kdbench.api import FitResult, KDBenchError, TrainConfig
+from kdbench.data import Encoded, batches
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+    from kdbench.api import FitContext, Method, ProgressFn, TeacherContext
+    from kdbench.modeling import KDModel, ModelOutput
+
+LOG_EVERY = 10  # steps between host syncs (loss.item()); each sync stalls a GPU pipeline
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the cell is recorded as failed."""
+
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def forward(model: KDModel, batch: Mapping[str, torch.Tensor], head: str = "main",
+            output_hidden: bool = False) -> ModelOutput:
+    """Run ``model`` on a batch; ``output_hidden`` also returns hidden states and attention scores."""
+    return model(**{k: batch[k] for k in INPUTS}, head=head, output_hidden=output_hidden,
+                 output_scores=output_hidden)
+
+
+@dataclass
+class TeacherHandle:
+    """A trained teacher, frozen: always in eval mode and without gradients.
+
+    Leaving the teacher in train mode (dropout on while producing targets) is a known defect of a
+    public Meta-KD re-implementation; routing every teacher call through here rules it out.
+    """
+
+    model: KDModel
+    head: str = "main"
+
+    def __post_init__(self) -> None:
+        self.model.eval()
+        self.model.requires_grad_(False)
+
+    @torch.no_grad()
+    def __call__(self, batch: Mapping[str, torch.Tensor], output_hidden: bool = False,
+                 head: str | None = None) -> ModelOutput:
+        return forward(self.model, batch, head or self.head, output_hidden)
+
+
+@torch.no_grad()
+def predict(model: KDModel, enc: Encoded, head: str, device: torch.device, precision: str,
+            batch_size: int) -> torch.Tensor:
+    """Logits (N, C) in the order of ``enc``; batches are sorted by length to pad little."""
+    out = torch.empty((len(enc), model.heads[head].out_features))
+    with dev.eval_mode(model):
+        for batch in batches(enc, batch_size):
+            b = dev.to_device(batch, device)
+            with dev.autocast(device, precision):
+                logits = forward(model, b, head).logits
+            out[batch["index"]] = logits.float().cpu()
+    return out
+
+
+def accuracy(logits: torch.Tensor, labels: Iterable[int]) -> float:
+    gold = torch.tensor(list(labels))
+    return 100.0 * (logits.argmax(-1) == gold).float().mean().item() if len(gold) else float("nan")
+
+
+def train(model: KDModel, train_data: Encoded, loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+          cfg: TrainConfig, *, batch_size: int, eval_batch_size: int, device: torch.device,
+          precision: str, seed: int, dev_data: Encoded | None = None, head: str = "main",
+          params: Iterable[torch.nn.Parameter] | None = None, progress: ProgressFn | None = None,
+          stage: str = "train") -> FitResult:
+    """Train ``model`` by minimising ``loss_fn``; return it with its best dev checkpoint loaded.
+
+    ``params`` (default: all of the model's) lets a loss own extra trainable modules, such as the
+    projection that maps student hidden states to the teacher's width.
+    """
+    model.to(device).train()
+    # Order of batches is drawn from its own RNG so that data order is identical across methods.
+    rng = random.Random(f"kdbench-batches/{seed}/{stage}")
+    steps_per_epoch = math.ceil(len(train_data) / batch_size)
+    total = max(1, steps_per_epoch * cfg.epochs)
+
+    # AdamW without weight decay on biases and LayerNorm weights, as in BERT fine-tuning.
+    params = list(params if params is not None else model.parameters())
+    decay = [p for p in params if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in params if p.requires_grad and p.ndim < 2]
+    optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    warmup = int(cfg.warmup * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+
+    best_acc, best_state, best_epoch = -1.0, None, -1
+    logged: list[float] = []
+    pending: list[torch.Tensor] = []  # losses not yet synced to the host
+    step = 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        for batch in batches(train_data, batch_size, rng):
+            b = dev.to_device(batch, device)
+            with dev.autocast(device, precision):
+                loss = loss_fn(b)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optim.step()
+            sched.step()
+            # free the gradients right away; set_to_none also skips a memset
+            optim.zero_grad(set_to_none=True)
+            pending.append(loss.detach())
+            step += 1
+            if step % LOG_EVERY == 0 or step == total:
+                logged.append(_sync(pending, step))
+                if progress:
+                    progress(step=step, total=total, epoch=epoch + 1, loss=logged[-1], stage=stage)
+        if pending:
+            logged.append(_sync(pending, step))
+        # Checkpoint selection on dev accuracy, once per epoch (test is evaluated once, at the end).
+        if dev_data is not None and len(dev_data):
+            acc = accuracy(predict(model, dev_data, head, device, precision, eval_batch_size), dev_data.labels)
+            if acc > best_acc:
+                best_acc, best_epoch = acc, epoch + 1
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(model=model, head=head, losses=logged,
+                     info={"stage": stage, "steps": step, "best_dev": best_acc, "best_epoch": best_epoch})
+
+
+def _sync(pending: list[torch.Tensor], step: int) -> float:
+    """Move the pending losses to the host in one sync; fail on the first non-finite one."""
+    values = torch.stack(pending).float().cpu()
+    first = step - len(pending) + 1
+    pending.clear()
+    bad = (~torch.isfinite(values)).nonzero()
+    if len(bad):
+        raise NonFiniteLossError(f"non-finite loss at step {first + int(bad[0])}")
+    return float(values.mean())
+
+
+# -------------------------------------------------------------------------- one-stage distillation
+def distill(ctx: FitContext, method: Method) -> FitResult:
+    """Train a fresh student on the target domain with ``method.loss`` (the default ``Method.fit``)."""
+    teacher = ctx.teacher(method.teacher) if method.teacher not in ("none", "multi") else None
+    if method.teacher == "multi":
+        raise KDBenchError(f"method {method.name!r} needs several teachers: override fit()")
+    student = ctx.build_student()
+    need = method.needs_hidden
+
+    def loss_fn(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        t_out = teacher(batch, output_hidden=need) if teacher is not None else None
+        return method.loss(batch, forward(student, batch, output_hidden=need), t_out)
+
+    return train_student(ctx, student, loss_fn, ctx.profile.student_train, stage=method.name)
+
+
+def train_student(ctx: FitContext, student: KDModel, loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+                  cfg: TrainConfig, stage: str, params: Iterable[torch.nn.Parameter] | None = None,
+                  train_data: Encoded | None = None, **kw: Any) -> FitResult:
+    """:func:`train` on the target domain's train split, selecting on its dev split."""
+    p = ctx.profile
+    return train(student, train_data if train_data is not None else ctx.tokenize(ctx.data.train), loss_fn,
+                 cfg, batch_size=p.batch_size, eval_batch_size=p.eval_batch_size, device=ctx.device,
+                 precision=ctx.precision, seed=ctx.seed, dev_data=ctx.tokenize(ctx.data.dev),
+                 params=params, progress=ctx.progress, stage=stage, **kw)
+
+
+def cross_entropy(batch: Mapping[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
+
+
+def train_teacher(ctx: TeacherContext, model: KDModel,
+                  loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], train_data: Encoded,
+                  dev_data: Encoded, head: str = "main", stage: str = "teacher") -> FitResult:
+    """:func:`train` with the profile's teacher settings."""
+    p = ctx.profile
+    return train(model, train_data, loss_fn, p.teacher_train, batch_size=p.batch_size,
+                 eval_batch_size=p.eval_batch_size, device=ctx.device, precision=ctx.precision,
+                 seed=ctx.seed, dev_data=dev_data, head=head, progress=ctx.progress, stage=stage)

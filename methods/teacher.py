@@ -1,0 +1,43 @@
+"""The single-domain teacher (BERT_B-single): a teacher kind ``single`` and the ``teacher`` row.
+
+The ``single`` teacher is the large model fine-tuned on the target domain's (subsampled) train
+split, selected on its dev split. The ``teacher`` method evaluates that same trained teacher on the
+target test set, so the table's teacher row costs no extra training.
+"""
+
+from __future__ import annotations
+
+from kdbench import hookimpl
+from kdbench.api import FitContext, FitResult, Method, Teacher, TeacherContext
+from kdbench.trainer import cross_entropy, forward, train_teacher
+
+
+class SingleTeacher(Teacher):
+    name = "single"
+    description = "Teacher fine-tuned on the target domain only"
+
+    def fit(self, ctx: TeacherContext) -> FitResult:
+        model = self.build(ctx).to(ctx.device)
+        data = ctx.domains[ctx.target]
+        return train_teacher(ctx, model, lambda b: cross_entropy(b, forward(model, b).logits),
+                             ctx.tokenize(data.train), ctx.tokenize(data.dev), stage=f"teacher:{ctx.target}")
+
+
+class TeacherRow(Method):
+    name = "teacher"
+    description = "The single-domain teacher evaluated on the target domain (BERT_B-single)"
+    teacher = "single"
+
+    def fit(self, ctx: FitContext) -> FitResult:
+        handle = ctx.teacher(self.teacher)
+        return FitResult(model=handle.model, head=handle.head)
+
+
+@hookimpl
+def kdbench_register_teachers() -> list[type[Teacher]]:
+    return [SingleTeacher]
+
+
+@hookimpl
+def kdbench_register_methods() -> list[type[Method]]:
+    return [TeacherRow]

@@ -1,0 +1,364 @@
+"""Tests of the Amazon task: the real corpus, its pinned split, and the block parser (incl. fuzzing)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kdbench.api import DomainData, Example, KDBenchError
+from kdbench_tasks._split import stratified_holdout
+from kdbench_tasks.amazon import ARCHIVE_URL, DOMAIN_DIRS, AmazonParseError, AmazonTask, parse_reviews
+
+DATA = Path(os.environ.get("KDBENCH_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
+
+#: DomainData.split_hash() of every domain on the published corpus. A change means the data, the
+#: parser or the split changed: bump AmazonTask.version and re-pin, never just re-pin.
+PINNED_HASHES = {
+    "books": "bd3614776012b953",
+    "dvd": "b79675860412cd5e",
+    "electronics": "45f75b3ee7cd3ba3",
+    "kitchen": "7377ac9f85870c56",
+}
+#: extra copies of repeated texts per domain (the README's "148 texts repeat within their domain")
+DUPLICATE_COPIES = {"books": 44, "dvd": 46, "electronics": 35, "kitchen": 23}
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Path:
+    if not (DATA / "amazon" / "sorted_data_acl").is_dir():
+        msg = f"Amazon data not found under {DATA} (set KDBENCH_DATA_DIR)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return DATA
+
+
+@pytest.fixture(scope="module")
+def task(data_dir: Path) -> AmazonTask:
+    return AmazonTask(data_dir)
+
+
+def splits(dd: DomainData) -> dict[str, tuple[Example, ...]]:
+    return {"train": dd.train, "dev": dd.dev, "test": dd.test}
+
+
+# ------------------------------------------------------------------------------------- real data
+@pytest.mark.realdata
+def test_every_review_is_loaded(task: AmazonTask) -> None:
+    data = task.load()
+    assert set(data) == {"books", "dvd", "electronics", "kitchen"} == set(task.domains)
+    for domain, dd in data.items():
+        examples = [ex for s in splits(dd).values() for ex in s]
+        assert len(examples) == 2000, domain
+        assert Counter(ex.label for ex in examples) == {0: 1000, 1: 1000}, domain
+        assert len({ex.id for ex in examples}) == 2000, domain
+        assert all(ex.id.startswith(f"{domain}/") for ex in examples)
+        assert all(ex.text and ex.text_pair is None for ex in examples)
+
+
+@pytest.mark.realdata
+def test_split_sizes_and_label_balance(task: AmazonTask) -> None:
+    for domain, dd in task.load().items():
+        for name, (size, per_label) in {"train": (1620, 810), "dev": (180, 90), "test": (200, 100)}.items():
+            split = splits(dd)[name]
+            assert len(split) == size, (domain, name)
+            assert Counter(ex.label for ex in split) == {0: per_label, 1: per_label}, (domain, name)
+
+
+@pytest.mark.realdata
+def test_splits_are_disjoint(task: AmazonTask) -> None:
+    for dd in task.load().values():
+        ids = [set(ex.id for ex in s) for s in splits(dd).values()]
+        assert not ids[0] & ids[1] and not ids[0] & ids[2] and not ids[1] & ids[2]
+
+
+@pytest.mark.realdata
+def test_split_hash_is_stable_and_pinned(data_dir: Path) -> None:
+    first = {d: dd.split_hash() for d, dd in AmazonTask(data_dir).load().items()}
+    second = {d: dd.split_hash() for d, dd in AmazonTask(data_dir).load().items()}
+    assert first == second == PINNED_HASHES
+
+
+@pytest.mark.realdata
+def test_text_is_review_text_with_whitespace_collapsed(task: AmazonTask) -> None:
+    data = task.load()
+    for dd in data.values():
+        for ex in dd.train:
+            assert ex.text == " ".join(ex.text.split())
+    # dvd holds undecodable bytes: decoded with replacement, not dropped
+    assert any("\ufffd" in ex.text for s in splits(data["dvd"]).values() for ex in s)
+    first = next(ex for s in splits(data["books"]).values() for ex in s if ex.id == "books/pos/0")
+    assert first.text.startswith("Sphere by Michael Crichton is an excellant novel.")
+    assert first.label == 1
+
+
+@pytest.mark.realdata
+def test_repeated_texts_are_kept(task: AmazonTask) -> None:
+    for domain, dd in task.load().items():
+        counts = Counter(ex.text for s in splits(dd).values() for ex in s)
+        assert sum(n - 1 for n in counts.values()) == DUPLICATE_COPIES[domain]
+    assert sum(DUPLICATE_COPIES.values()) == 148
+
+
+@pytest.mark.realdata
+def test_load_is_cached_per_instance(task: AmazonTask) -> None:
+    a, b = task.load(), task.load()
+    assert a == b and a is not b  # a fresh dict, so callers cannot corrupt the cache
+    assert all(a[d] is b[d] for d in a)
+
+
+@pytest.mark.realdata
+def test_load_is_fast(data_dir: Path) -> None:
+    start = time.perf_counter()
+    AmazonTask(data_dir).load()
+    assert time.perf_counter() - start < 5
+
+
+# -------------------------------------------------------------------------------------- sources
+def test_missing_data_dir_is_a_one_line_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(KDBenchError) as info:
+        AmazonTask(missing).load()
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert str(missing / "amazon" / "sorted_data_acl") in msg
+    assert "sorted_data_acl/<domain>/{positive,negative}.review" in msg
+
+
+def test_wrong_layout_is_a_one_line_error(tmp_path: Path) -> None:
+    # kitchen under its task name instead of the archive's directory name
+    for d in ("books", "dvd", "electronics", "kitchen"):
+        for stem in ("positive", "negative"):
+            f = tmp_path / "amazon" / "sorted_data_acl" / d / f"{stem}.review"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(_blocks(2))
+    with pytest.raises(KDBenchError) as info:
+        AmazonTask(tmp_path).load()
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert "kitchen_&_housewares/positive.review" in msg and str(tmp_path) in msg
+
+
+def _write_corpus(root: Path, n: int) -> None:
+    for d in DOMAIN_DIRS.values():
+        for stem in ("positive", "negative"):
+            f = root / d / f"{stem}.review"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(_blocks(n, prefix=f"{d} {stem}"))
+
+
+def test_small_corpus_split_sizes(tmp_path: Path) -> None:
+    _write_corpus(tmp_path / "amazon" / "sorted_data_acl", 20)
+    for dd in AmazonTask(tmp_path).load().values():
+        assert (len(dd.train), len(dd.dev), len(dd.test)) == (32, 4, 4)
+        assert Counter(ex.label for ex in dd.test) == {0: 2, 1: 2}
+
+
+def test_a_bad_file_names_file_and_block(tmp_path: Path) -> None:
+    root = tmp_path / "amazon" / "sorted_data_acl"
+    _write_corpus(root, 3)
+    bad = root / "dvd" / "negative.review"
+    bad.write_text(_blocks(2) + "<review>\n<review_text>\ncut off")
+    with pytest.raises(AmazonParseError) as info:
+        AmazonTask(tmp_path).load()
+    assert str(bad) in str(info.value) and "review block 2" in str(info.value)
+
+
+def test_download_failure_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("no network\nat all")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(KDBenchError) as info:
+        AmazonTask(None, cache_dir=tmp_path).load()
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert ARCHIVE_URL in msg and "no network at all" in msg and "KDBENCH_DATA_DIR" in msg
+    assert str(tmp_path / "amazon" / "sorted_data_acl") in msg
+    assert not list((tmp_path / "amazon").glob("*.part")) and not list((tmp_path / "amazon").glob(".download-*"))
+
+
+def test_download_extracts_into_the_cache_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src" / "sorted_data_acl"
+    _write_corpus(src, 10)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        tf.add(src, arcname="sorted_data_acl")
+        evil = tarfile.TarInfo("../evil.txt")
+        evil.size = 4
+        tf.addfile(evil, io.BytesIO(b"evil"))
+    calls = []
+
+    def fake_urlopen(url: str, timeout: float = 0) -> io.BytesIO:
+        calls.append(url)
+        return io.BytesIO(buf.getvalue())
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    data = AmazonTask(None, cache_dir=cache).load()
+    assert calls == [ARCHIVE_URL]
+    assert {len(dd.train) + len(dd.dev) + len(dd.test) for dd in data.values()} == {20}
+    assert (cache / "amazon" / "domain_sentiment_data.tar.gz").is_file()
+    assert not (tmp_path / "evil.txt").exists() and not (cache / "evil.txt").exists()
+    again = AmazonTask(None, cache_dir=cache).load()
+    assert calls == [ARCHIVE_URL]  # served from the cache
+    assert {d: dd.split_hash() for d, dd in again.items()} == {d: dd.split_hash() for d, dd in data.items()}
+
+
+# ---------------------------------------------------------------------------------------- split
+def test_stratified_holdout_is_deterministic_and_balanced() -> None:
+    labels = [0] * 1000 + [1] * 1000
+    kept, held = stratified_holdout(labels, n_folds=10, seed=11111)
+    assert (kept, held) == stratified_holdout(labels, n_folds=10, seed=11111)
+    assert sorted(kept + held) == list(range(2000))
+    assert Counter(labels[i] for i in held) == {0: 100, 1: 100}
+    assert held != stratified_holdout(labels, n_folds=10, seed=1)[1]
+    # unbalanced labels: each label contributes ceil(count / k)
+    labels = [0] * 11 + [1] * 9 + [2]
+    _, held = stratified_holdout(labels, n_folds=10, seed=0)
+    assert Counter(labels[i] for i in held) == {0: 2, 1: 1, 2: 1}
+    with pytest.raises(ValueError):
+        stratified_holdout([0, 1], n_folds=1, seed=0)
+
+
+# --------------------------------------------------------------------------------------- parser
+def _block(text: str = "Great product.", uid: str = "x:1", title: str = "t") -> str:
+    return (f"<review>\n<unique_id>\n{uid}\n</unique_id>\n<title>\n{title}\n</title>\n"
+            f"<review_text>\n{text}\n</review_text>\n</review>\n")
+
+
+def _blocks(n: int, prefix: str = "text") -> str:
+    return "".join(_block(f"{prefix} {i}") for i in range(n))
+
+
+def test_parse_fields_and_unescaped_ampersand() -> None:
+    recs = parse_reviews(_block("Tom & Jerry <3 & more", uid="a&b", title="Q&A") + _block("two"))
+    assert recs == [
+        {"unique_id": "a&b", "title": "Q&A", "review_text": "Tom & Jerry <3 & more"},
+        {"unique_id": "x:1", "title": "t", "review_text": "two"},
+    ]
+
+
+def test_parse_keeps_multiline_text_for_the_task_to_collapse() -> None:
+    (rec,) = parse_reviews(_block("line one\n\n  line\ttwo  "))
+    assert rec["review_text"] == "line one\n\n  line\ttwo"
+    assert " ".join(rec["review_text"].split()) == "line one line two"
+
+
+def test_parse_empty_input() -> None:
+    assert parse_reviews("") == [] and parse_reviews(" \n\n") == []
+
+
+def test_undecodable_bytes_are_replaced(tmp_path: Path) -> None:
+    raw = _block("caf\xe9 ok").encode("latin-1")  # \xe9 alone is not UTF-8
+    (rec,) = parse_reviews(raw.decode("utf-8", errors="replace"))
+    assert rec["review_text"] == "caf\ufffd ok"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (_block() + "<review>\n<unique_id>\nq\n</unique_id>\n</review>\n", "review block 1 (line 12): block has no <review_text>"),
+        (_block() + "<review>\n<review_text>\ncut off\n", "review block 1 (line 12): <review> has no </review>"),
+        (_block().replace("</review>\n", "") + _block(), "review block 0 (line 1): <review> has no </review> before"),
+        ("</review>\n" + _block(), "review block 0 (line 1): </review> without"),
+        (_block() + "stray words\n" + _block(), "review block 1 (line 12): text outside any <review> block"),
+        (_block() + "<reveiw>\n<review_text>\nx\n</review_text>\n</review>", "</review> without"),
+        (_block().replace("</title>", ""), "<title> has no </title>"),
+        (_block().replace("<title>", "<title>\nx\n</title>\n<title>"), "field <title> appears twice"),
+        (_block().replace("<title>", "junk <title>"), "text outside any field: 'junk'"),
+    ],
+)
+def test_parse_errors_name_the_source_and_block(text: str, fragment: str) -> None:
+    with pytest.raises(AmazonParseError) as info:
+        parse_reviews(text, source="some/file.review")
+    msg = str(info.value)
+    assert "some/file.review" in msg and fragment in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<review>" * 50_000,
+        "<review>" + "<x>" * 50_000 + "</review>",
+        "<review>" + "<a" * 100_000 + "</review>",
+        "<review><review_text>" + "a" * 1_000_000,
+        "</review_text>" * 50_000,
+        (_block() * 3000)[:-12],
+    ],
+)
+def test_parse_is_linear_on_adversarial_input(text: str) -> None:
+    start = time.perf_counter()
+    with pytest.raises(AmazonParseError):
+        parse_reviews(text)
+    assert time.perf_counter() - start < 2
+
+
+_FRAGMENTS = ["<review>", "</review>", "<review_text>", "</review_text>", "<title>", "</title>", "<", ">",
+              "/", "&", "\n", " ", "text", "é", "\ufffd", "<review", "review>"]
+_FUZZ = settings(max_examples=100, deadline=timedelta(seconds=2), suppress_health_check=[HealthCheck.too_slow])
+
+
+def _parses_or_raises_parse_error(text: str) -> None:
+    try:
+        recs = parse_reviews(text)
+    except AmazonParseError as e:
+        assert "\n" not in str(e)
+    else:
+        assert all(isinstance(r["review_text"], str) for r in recs)
+
+
+@_FUZZ
+@given(st.text(max_size=300))
+def test_fuzz_random_text(text: str) -> None:
+    _parses_or_raises_parse_error(text)
+
+
+@_FUZZ
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=60).map("".join))
+def test_fuzz_tag_soup(text: str) -> None:
+    _parses_or_raises_parse_error(text)
+
+
+@_FUZZ
+@given(st.data())
+def test_fuzz_mutated_blocks(data: st.DataObject) -> None:
+    text = _blocks(3)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(text)))
+        j = data.draw(st.integers(i, min(len(text), i + 12)))
+        op = data.draw(st.sampled_from(["delete", "insert", "duplicate"]))
+        if op == "delete":
+            text = text[:i] + text[j:]
+        elif op == "insert":
+            text = text[:i] + data.draw(st.sampled_from(_FRAGMENTS)) + text[i:]
+        else:
+            text = text[:j] + text[i:j] + text[j:]
+    _parses_or_raises_parse_error(text)
+
+
+# Field values that cannot contain the markup delimiting them: no "review>" and no "<" at all.
+_VALUE = st.text(st.characters(blacklist_characters="<", blacklist_categories=["Cs"]), max_size=40)
+
+
+@_FUZZ
+@given(st.lists(st.tuples(_VALUE, _VALUE), max_size=12), st.sampled_from(["\n", "\r\n", "\n\n", " "]))
+def test_fuzz_well_formed_blocks_are_never_dropped(values: list[tuple[str, str]], sep: str) -> None:
+    text = sep.join(
+        f"<review>{sep}<title>{sep}{title}{sep}</title>{sep}<review_text>{sep}{body}{sep}</review_text>{sep}</review>"
+        for title, body in values
+    )
+    recs = parse_reviews(text)
+    assert len(recs) == len(values)
+    assert [(r["title"], r["review_text"]) for r in recs] == [(t.strip(), b.strip()) for t, b in values]
