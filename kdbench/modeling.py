@@ -123,8 +123,13 @@ def parse_tiny(spec: str) -> tuple[int, int, int] | None:
 
 
 def load_model(spec: str, num_labels: int, heads: Sequence[str] = ("main",), *,
-               profile: Profile, role: str, vocab_size: int | None = None) -> KDModel:
-    """Build a :class:`KDModel` from a hub id or a ``tiny:`` spec. Seed the RNG before calling."""
+               profile: Profile, role: str, vocab_size: int | None = None,
+               model_cls: type[KDModel] | None = None, **model_kwargs: Any) -> KDModel:
+    """Build a :class:`KDModel` from a hub id or a ``tiny:`` spec. Seed the RNG before calling.
+
+    ``model_cls`` (a :class:`KDModel` subclass, e.g. Meta-KD's meta-teacher) is constructed as
+    ``model_cls(seqcls, heads=heads, **model_kwargs)`` instead of a plain :class:`KDModel`.
+    """
     from transformers import AutoModelForSequenceClassification, BertConfig
 
     tiny = parse_tiny(spec)
@@ -146,7 +151,7 @@ def load_model(spec: str, num_labels: int, heads: Sequence[str] = ("main",), *,
             raise KDBenchError(
                 f"{role} model {spec!r} could not be loaded ({str(exc).splitlines()[0]}); offline, set "
                 "HF_HOME to a cache that holds it and HF_HUB_OFFLINE=1") from exc
-    return KDModel(seqcls, heads=heads)
+    return (model_cls or KDModel)(seqcls, heads=heads, **model_kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -136,6 +136,9 @@ class Runner:
 
     # ---------------------------------------------------------------------------------------- run
     def run(self) -> RunSummary:
+        # Fail fast on bad input (missing data, unwritable results) before anything is written.
+        for task in dict.fromkeys(c.task for c in self.cells):
+            self.task_state(task)
         check_writable(self.config.results_dir)
         todo = [c for c in self.cells if not self.is_done(c)]
         self.summary.total, self.summary.skipped = len(self.cells), len(self.cells) - len(todo)

@@ -84,11 +84,16 @@ def train(model: KDModel, train_data: Encoded, loss_fn: Callable[[dict[str, torc
           cfg: TrainConfig, *, batch_size: int, eval_batch_size: int, device: torch.device,
           precision: str, seed: int, dev_data: Encoded | None = None, head: str = "main",
           params: Iterable[torch.nn.Parameter] | None = None, progress: ProgressFn | None = None,
-          stage: str = "train") -> FitResult:
+          stage: str = "train", score_fn: Callable[[KDModel], float] | None = None) -> FitResult:
     """Train ``model`` by minimising ``loss_fn``; return it with its best dev checkpoint loaded.
 
     ``params`` (default: all of the model's) lets a loss own extra trainable modules, such as the
     projection that maps student hidden states to the teacher's width.
+
+    Checkpoint selection, once per epoch, keeps the epoch with the highest score: ``score_fn(model)``
+    when given (e.g. a multi-head model scored with each example's own head), else the accuracy on
+    ``dev_data`` with ``head``. With neither (``dev_data=None``), nothing is selected and the last
+    epoch's weights are returned (e.g. TinyBERT's stage 1, which has no classifier signal).
     """
     model.to(device).train()
     # Order of batches is drawn from its own RNG so that data order is identical across methods.
@@ -131,8 +136,13 @@ def train(model: KDModel, train_data: Encoded, loss_fn: Callable[[dict[str, torc
         if pending:
             logged.append(_sync(pending, step))
         # Checkpoint selection on dev accuracy, once per epoch (test is evaluated once, at the end).
-        if dev_data is not None and len(dev_data):
-            acc = accuracy(predict(model, dev_data, head, device, precision, eval_batch_size), dev_data.labels)
+        if score_fn is not None or (dev_data is not None and len(dev_data)):
+            if score_fn is not None:
+                acc = score_fn(model)
+            else:
+                assert dev_data is not None
+                acc = accuracy(predict(model, dev_data, head, device, precision, eval_batch_size),
+                               dev_data.labels)
             if acc > best_acc:
                 best_acc, best_epoch = acc, epoch + 1
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -172,12 +182,17 @@ def distill(ctx: FitContext, method: Method) -> FitResult:
 
 def train_student(ctx: FitContext, student: KDModel, loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
                   cfg: TrainConfig, stage: str, params: Iterable[torch.nn.Parameter] | None = None,
-                  train_data: Encoded | None = None, **kw: Any) -> FitResult:
-    """:func:`train` on the target domain's train split, selecting on its dev split."""
+                  train_data: Encoded | None = None, select_on_dev: bool = True, **kw: Any) -> FitResult:
+    """:func:`train` on the target domain's train split, selecting on its dev split.
+
+    ``select_on_dev=False`` skips checkpoint selection and keeps the last epoch (for stages whose
+    model has no meaningful classifier yet, such as TinyBERT's intermediate-layer stage).
+    """
     p = ctx.profile
     return train(student, train_data if train_data is not None else ctx.tokenize(ctx.data.train), loss_fn,
                  cfg, batch_size=p.batch_size, eval_batch_size=p.eval_batch_size, device=ctx.device,
-                 precision=ctx.precision, seed=ctx.seed, dev_data=ctx.tokenize(ctx.data.dev),
+                 precision=ctx.precision, seed=ctx.seed,
+                 dev_data=ctx.tokenize(ctx.data.dev) if select_on_dev else None,
                  params=params, progress=ctx.progress, stage=stage, **kw)
 
 
@@ -187,9 +202,11 @@ def cross_entropy(batch: Mapping[str, torch.Tensor], logits: torch.Tensor) -> to
 
 def train_teacher(ctx: TeacherContext, model: KDModel,
                   loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], train_data: Encoded,
-                  dev_data: Encoded, head: str = "main", stage: str = "teacher") -> FitResult:
-    """:func:`train` with the profile's teacher settings."""
+                  dev_data: Encoded, head: str = "main", stage: str = "teacher",
+                  score_fn: Callable[[KDModel], float] | None = None) -> FitResult:
+    """:func:`train` with the profile's teacher settings (``score_fn``: see :func:`train`)."""
     p = ctx.profile
     return train(model, train_data, loss_fn, p.teacher_train, batch_size=p.batch_size,
                  eval_batch_size=p.eval_batch_size, device=ctx.device, precision=ctx.precision,
-                 seed=ctx.seed, dev_data=dev_data, head=head, progress=ctx.progress, stage=stage)
+                 seed=ctx.seed, dev_data=dev_data, head=head, progress=ctx.progress, stage=stage,
+                 score_fn=score_fn)

@@ -1,0 +1,165 @@
+"""The command line: bad input (exit 2, one line), an end-to-end tiny run, resume, table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kdbench.cli import main
+
+TINY = ["--profile", "tiny", "--tasks", "amazon", "--domains", "books,kitchen", "--fractions", "0.25"]
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+BAD = [
+    (["run", "--methods", "kdd"], "did you mean 'kd'"),
+    (["run", "--methods", "kd,,"], None),  # ok list after dropping blanks -> not bad; replaced below
+    (["run", "--methods", ""], "empty list"),
+    (["run", "--methods", ","], "empty list"),
+    (["run", "--methods", "kd,kd"], "duplicate"),
+    (["run", "--tasks", "amazn"], "did you mean 'amazon'"),
+    (["run", "--tasks", "amazon", "--domains", "kitchn"], "did you mean 'kitchen'"),
+    (["run", "--tasks", "mnli", "--domains", "books"], "unknown domain 'books'"),
+    (["run", "--fractions", "0"], "outside (0, 1]"),
+    (["run", "--fractions", "-0.5"], "outside (0, 1]"),
+    (["run", "--fractions", "1.5"], "outside (0, 1]"),
+    (["run", "--fractions", "nan"], "outside (0, 1]"),
+    (["run", "--fractions", "half"], "not a number"),
+    (["run", "--seeds", "0"], "must be at least 1"),
+    (["run", "--seeds", "two"], "not an integer"),
+    (["run", "--profile", "gpu"], "unknown profile 'gpu'"),
+    (["run", "--precision", "fp8"], "--precision"),
+    (["run", "--device", "cuda:0"] if not __import__("torch").cuda.is_available() else ["run", "--device", "tpu"], "--device"),
+    (["run", "--set", "kd.alpha"], "expected METHOD.KEY=VALUE"),
+    (["run", "--set", "kd.alpah=0.1"], "did you mean 'alpha'"),
+    (["run", "--methods", "student", "--set", "kd.alpha=0.1"], "not in --methods"),
+    (["run", "--config", "/nonexistent/run.yaml"], "config file not found"),
+    (["table", "/nonexistent/results"], "not a results directory"),
+    (["frobnicate"], "invalid choice"),
+]
+BAD = [b for b in BAD if b[1] is not None]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_exit_2(args, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) if args[0] == "frobnicate" else _nullctx() as exc:
+        code, out, err = run_cli([*args, *(["--results-dir", str(tmp_path / "r")] if args[0] == "run" else [])],
+                                 capsys)
+    if args[0] == "frobnicate":
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+    else:
+        assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def test_missing_data_says_where_it_looked(tmp_path, capsys):
+    code, _, err = run_cli(["run", *TINY, "--data-dir", str(tmp_path / "nodata"),
+                            "--results-dir", str(tmp_path / "r")], capsys)
+    assert code == 2 and str(tmp_path / "nodata") in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "wrong" / "amazon").mkdir(parents=True)
+    code, _, err = run_cli(["run", *TINY, "--data-dir", str(tmp_path / "wrong"),
+                            "--results-dir", str(tmp_path / "r")], capsys)
+    assert code == 2 and "sorted_data_acl" in err
+    assert not (tmp_path / "r").exists()  # nothing written on bad input
+
+
+def test_unwritable_results_dir(tmp_path, capsys, data_dir, cache_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = run_cli(["run", *TINY, "--methods", "student", "--data-dir", str(data_dir),
+                            "--cache-dir", str(cache_dir), "--results-dir", str(blocker / "r")], capsys)
+    assert code == 2 and "not writable" in err and len(err.strip().splitlines()) == 1
+
+
+def test_help_is_fast_and_imports_no_torch():
+    code = "import sys, kdbench.cli as c\ntry:\n c.main(['--help'])\nexcept SystemExit:\n pass\nassert 'torch' not in sys.modules"
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    assert time.perf_counter() - t0 < 5  # generous for loaded CI machines; typically ~0.1 s
+
+
+def test_end_to_end_tiny_run_resume_and_table(tmp_path, data_dir, cache_dir, capsys):
+    """The whole path on real data: run, every cell file, resume after deleting one, table."""
+    results = tmp_path / "r"
+    args = ["run", *TINY, "--methods", "student,kd,teacher", "--data-dir", str(data_dir),
+            "--cache-dir", str(cache_dir), "--results-dir", str(results)]
+    t0 = time.perf_counter()
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0, out
+    assert time.perf_counter() - t0 < 120
+    files = sorted((results / "cells").glob("*.json"))
+    assert len(files) == 6
+    assert "2 teacher(s) trained" in out
+    cells = [json.loads(f.read_text()) for f in files]
+    for c in cells:
+        assert c["status"] == "ok"
+        assert 0 <= c["metrics"]["test_accuracy"] <= 100
+        assert len(c["predictions"]["pred"]) == len(c["predictions"]["gold"]) == 200
+        assert c["split_hash"] and c["config_hash"] and c["versions"]["torch"]
+        assert c["n_train"] == round(0.25 * 810) * 2
+    kd = next(c for c in cells if c["method"] == "kd" and c["domain"] == "books")
+    teacher = next(c for c in cells if c["method"] == "teacher" and c["domain"] == "books")
+    assert kd["teachers"][0]["key"] == teacher["teachers"][0]["key"]  # trained once, shared
+    mtimes = {f.name: f.stat().st_mtime_ns for f in files}
+
+    # Resume: delete one cell; only it runs again, and no teacher is retrained.
+    victim = results / "cells" / "amazon__kitchen__kd__f0.25__s0.json"
+    victim.unlink()
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0
+    assert "6 cells: 5 already done, 1 ran ok, 0 failed; 0 teacher(s) trained" in " ".join(out.split())
+    for f in files:
+        if f != victim:
+            assert f.stat().st_mtime_ns == mtimes[f.name]
+    assert victim.exists()
+
+    # A changed config recomputes only the cells it affects.
+    code, out, _ = run_cli([*args, "--set", "kd.alpha=0.9"], capsys)
+    assert "4 already done, 2 ran ok" in " ".join(out.split())
+
+    code, out, _ = run_cli(["table", str(results)], capsys)
+    assert code == 0
+    for word in ("student", "kd", "teacher", "books", "kitchen", "Average", "(n=1)"):
+        assert word in out
+
+
+def test_third_party_plugin_runs_end_to_end(tmp_path, data_dir, cache_dir):
+    """A plugin installed only as an entry point (simulated through a dist-info on sys.path)."""
+    site = tmp_path / "site"
+    dist = site / "kdbench_example_plugin-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: kdbench-example-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[kdbench]\nsmooth = kdbench_example_plugin\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(__file__).parent / "plugins")])}
+    listing = subprocess.run([sys.executable, "-m", "kdbench.cli", "list"], env=env, capture_output=True,
+                             text=True, check=True).stdout
+    assert "smooth" in listing and "kdbench-example-plugin" in listing
+    res = subprocess.run([sys.executable, "-m", "kdbench.cli", "run", *TINY, "--domains", "books",
+                          "--methods", "smooth", "--set", "smooth.smoothing=0.2", "--data-dir", str(data_dir),
+                          "--cache-dir", str(cache_dir), "--results-dir", str(tmp_path / "r")],
+                         env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    cell = json.loads(next((tmp_path / "r" / "cells").glob("*smooth*.json")).read_text())
+    assert cell["status"] == "ok" and cell["config"]["method_options"] == {"smoothing": 0.2}

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from kdbench import hookimpl, registry
+from kdbench.api import KDBenchError, Method
+
+sys.path.insert(0, str(Path(__file__).parent / "plugins"))
+
+
+def test_builtins_load_through_entry_points():
+    reg = registry.load()
+    for name in ("student", "teacher", "kd"):
+        assert name in reg.methods
+        assert reg.methods.entries[name].dist == "kdbench"
+    assert {"amazon", "mnli"} <= set(reg.tasks.names())
+    assert "single" in reg.teachers
+    assert not reg.failures
+
+
+def test_third_party_plugin_is_registered():
+    import kdbench_example_plugin
+
+    reg = registry.load(extra_plugins=[kdbench_example_plugin])
+    assert reg.methods.get("smooth").description.startswith("Student with label-smoothed")
+    assert reg.methods.entries["smooth"].source == "kdbench_example_plugin"
+
+
+def _plugin_with(name: str) -> types.SimpleNamespace:
+    cls = type("M", (Method,), {"name": name, "description": "dup"})
+
+    @hookimpl
+    def kdbench_register_methods():
+        return [cls]
+
+    return types.SimpleNamespace(kdbench_register_methods=kdbench_register_methods)
+
+
+def test_duplicate_name_is_refused():
+    with pytest.raises(KDBenchError, match="duplicate method name 'kd'"):
+        registry.load(extra_plugins=[_plugin_with("kd")])
+
+
+def test_unknown_name_suggests():
+    reg = registry.load()
+    with pytest.raises(registry.UnknownNameError, match="did you mean 'kd'"):
+        reg.methods.get("kdd")
+
+
+def test_broken_plugin_is_reported_and_others_work(monkeypatch):
+    import importlib.metadata as md
+
+    real = md.entry_points
+
+    def fake(group=None, **kw):
+        eps = list(real(group=group))
+        broken = md.EntryPoint(name="broken", value="kdbench_no_such_module_xyz", group="kdbench")
+        return [*eps, broken]
+
+    monkeypatch.setattr(md, "entry_points", fake)
+    reg = registry.load()
+    assert [f.name for f in reg.failures] == ["broken"]
+    assert "ModuleNotFoundError" in reg.failures[0].error
+    assert "kd" in reg.methods
+    with pytest.raises(KDBenchError, match="plugin 'broken'"):
+        registry.load(strict=True)
+
+
+def test_autoload_can_be_disabled(monkeypatch):
+    monkeypatch.setenv(registry.DISABLE_AUTOLOAD_ENV, "1")
+    assert registry.load().methods.names() == []
