@@ -77,3 +77,9 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
+
+
+def release_memory(exc: BaseException) -> None:
+    """After a CUDA out-of-memory error, free the cached blocks so the next cell can start clean."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError) and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -30,6 +30,7 @@ from kdbench.api import (
 from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, apply_fraction, encode, load_tokenizer
 from kdbench.grid import Cell, expand
+from kdbench.lock import run_lock
 from kdbench.modeling import KDModel, count_parameters, load_model
 from kdbench.trainer import TeacherHandle, accuracy, predict
 
@@ -122,7 +123,9 @@ class Runner:
         task_cls = self.registry.tasks.get(cell.task)
         return {"cell": dataclasses.asdict(cell), "method_version": method.version,
                 "method_options": dataclasses.asdict(method.config),
-                "task_version": task_cls.version, "profile": self.profile.to_dict(),
+                "task_version": task_cls.version,
+                # other methods' options are not this cell's business: only its own (above) count
+                "profile": {k: v for k, v in self.profile.to_dict().items() if k != "methods"},
                 "precision": self.precision, "fraction_all_domains": self.config.fraction_all_domains,
                 "schema": res.SCHEMA_VERSION}
 
@@ -140,7 +143,14 @@ class Runner:
         for task in dict.fromkeys(c.task for c in self.cells):
             self.task_state(task)
         check_writable(self.config.results_dir)
+        with run_lock(self.config.results_dir):
+            return self._run()
+
+    def _run(self) -> RunSummary:
         todo = [c for c in self.cells if not self.is_done(c)]
+        for cell in todo:
+            if self.cell_path(cell).exists() and res.read_json(self.cell_path(cell)) is None:
+                self.reporter.message(f"{self.cell_path(cell)}: unreadable result file; recomputing the cell")
         self.summary.total, self.summary.skipped = len(self.cells), len(self.cells) - len(todo)
         res.atomic_write_json(self.config.results_dir / "run.json", {
             "config": json.loads(json.dumps(dataclasses.asdict(self.config), default=str)),
@@ -173,6 +183,7 @@ class Runner:
             raise
         except Exception as exc:  # noqa: BLE001 - a failing cell is recorded; the grid continues
             msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            dev.release_memory(exc)
             result = {**base, "status": "failed", "error": msg, "traceback": traceback.format_exc()}
             self.summary.failed.append((cell.key, msg))
         else:
@@ -230,7 +241,7 @@ class Runner:
             handle = self.teachers.get(first["key"])
             if handle is not None and handle.model is not fit.model:
                 t2 = time.perf_counter()
-                predict(handle.model, test, handle.head, self.device, self.precision,
+                predict(handle.model, test, first.get("head", handle.head), self.device, self.precision,
                         self.profile.eval_batch_size)
                 teacher_infer = time.perf_counter() - t2
         return {
@@ -302,7 +313,7 @@ class Runner:
         assert meta is not None
         used[key] = {"key": key, "kind": kind_name, "domains": list(ctx.train_domains),
                      "train_seconds": meta["train_seconds"], "params": meta["params"],
-                     "dev_accuracy": meta.get("dev_accuracy")}
+                     "dev_accuracy": meta.get("dev_accuracy"), "head": head}
         return TeacherHandle(handle.model, head)
 
     def _load_teacher(self, kind: Teacher, ctx: TeacherContext, folder: Path) -> TeacherHandle | None:

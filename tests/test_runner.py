@@ -1,0 +1,188 @@
+"""Runner guarantees: crash-safe resume (SIGKILL, SIGINT), run lock, failed cells, corrupt files,
+determinism. Small tiny-profile grids on the real Amazon data (fraction 0.1: seconds per cell)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdbench import registry, runner
+from kdbench.api import KDBenchError
+from kdbench.config import RunConfig
+from kdbench.lock import LOCK_NAME, run_lock
+
+sys.path.insert(0, str(Path(__file__).parent / "plugins"))
+
+GRID = ["--profile", "tiny", "--tasks", "amazon", "--domains", "books,kitchen", "--fractions", "0.1",
+        "--methods", "student,kd,teacher"]
+
+
+def config(tmp: Path, data_dir: Path, cache_dir: Path, **kw) -> RunConfig:
+    base = {"profile": "tiny", "tasks": "amazon", "domains": "books", "fractions": "0.1",
+            "methods": "student", "data_dir": data_dir, "cache_dir": cache_dir, "results_dir": tmp}
+    return RunConfig.from_sources({**base, **kw})
+
+
+def cli(*args: str, env_extra: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-m", "kdbench.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_cells(cells: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    t0 = time.time()
+    while len(list(cells.glob("*.json"))) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < timeout
+        time.sleep(0.2)
+
+
+def test_sigkill_then_resume_loses_nothing(tmp_path, data_dir, cache_dir):
+    results = tmp_path / "r"
+    args = [*GRID, "--data-dir", str(data_dir), "--cache-dir", str(cache_dir), "--results-dir", str(results)]
+    proc = cli("run", *args)
+    wait_for_cells(results / "cells", 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p.name: p.read_bytes() for p in (results / "cells").glob("*.json")}
+    assert before and (results / LOCK_NAME).exists()  # a stale lock is left behind
+
+    done = subprocess.run([sys.executable, "-m", "kdbench.cli", "run", *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    files = sorted((results / "cells").glob("*.json"))
+    assert len(files) == 6 and len({f.name for f in files}) == 6
+    for name, data in before.items():
+        assert (results / "cells" / name).read_bytes() == data  # finished cells untouched
+    leftovers = [p for p in results.rglob("*") if p.name.endswith(".tmp") or p.name == LOCK_NAME]
+    assert leftovers == []
+    assert all(json.loads(f.read_text())["status"] == "ok" for f in files)
+    table = subprocess.run([sys.executable, "-m", "kdbench.cli", "table", str(results), "--format", "csv"],
+                           capture_output=True, text=True, check=True).stdout
+    rows = {line.split(",")[0]: line for line in table.splitlines()}
+    for method in ("student", "kd", "teacher"):  # the results table is complete
+        assert method in rows and "—" not in rows[method].split(",")[1:4]
+
+
+def test_sigint_exits_130_and_resumes(tmp_path, data_dir, cache_dir):
+    results = tmp_path / "r"
+    args = [*GRID, "--domains", "books", "--data-dir", str(data_dir), "--cache-dir", str(cache_dir),
+            "--results-dir", str(results)]
+    proc = cli("run", *args)
+    wait_for_cells(results / "cells", 1, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    assert not (results / LOCK_NAME).exists()
+    done = subprocess.run([sys.executable, "-m", "kdbench.cli", "run", *args], capture_output=True, text=True)
+    assert done.returncode == 0 and len(list((results / "cells").glob("*.json"))) == 3
+
+
+def test_run_lock_refuses_a_live_owner_and_takes_over_a_stale_one(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": sleeper.pid, "host": os.uname().nodename}))
+        with pytest.raises(KDBenchError, match=f"in use by another kdbench run \\(pid {sleeper.pid}\\)"), \
+                run_lock(tmp_path):
+            pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with run_lock(tmp_path):  # the owner is gone: stale, taken over
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_non_finite_loss_and_oom_fail_the_cell_not_the_grid(tmp_path, data_dir, cache_dir):
+    import kdbench_faulty_plugin
+
+    reg = registry.load(extra_plugins=[kdbench_faulty_plugin])
+    summary = runner.run(config(tmp_path, data_dir, cache_dir, methods="nan3,oom,student"), reg)
+    assert summary.exit_code == 1 and summary.ok == 1
+    cells = {c["method"]: c for c in map(lambda p: json.loads(p.read_text()), (tmp_path / "cells").glob("*"))}
+    assert cells["nan3"]["status"] == "failed"
+    assert cells["nan3"]["error"] == "NonFiniteLossError: non-finite loss at step 3"
+    assert cells["oom"]["status"] == "failed" and "OutOfMemoryError" in cells["oom"]["error"]
+    assert cells["student"]["status"] == "ok"
+
+
+def test_release_memory_only_acts_on_cuda_oom(monkeypatch):
+    from kdbench import device
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(1))
+    device.release_memory(ValueError("x"))
+    device.release_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    assert calls == [1]
+
+
+def test_corrupt_cell_and_teacher_are_recomputed(tmp_path, data_dir, cache_dir):
+    reg = registry.load()
+    cfg = config(tmp_path, data_dir, cache_dir, methods="student,kd")
+    assert runner.run(cfg, reg).teachers_trained == 1
+    cell = tmp_path / "cells" / "amazon__books__student__f0.1__s0.json"
+    cell.write_text(cell.read_text()[:100])  # truncated
+    (teacher,) = (tmp_path / "teachers").iterdir()
+    (teacher / "model.safetensors").write_bytes(b"garbage")
+    (tmp_path / "cells" / "amazon__books__kd__f0.1__s0.json").unlink()
+    messages: list[str] = []
+
+    class Rec(runner.Reporter):
+        def message(self, text: str) -> None:
+            messages.append(text)
+
+    s = runner.run(cfg, registry.load(), Rec())
+    assert (s.ok, s.skipped, s.teachers_trained) == (2, 0, 1)
+    assert any("unreadable result file" in m for m in messages)
+    assert any("unreadable checkpoint" in m for m in messages)
+    assert json.loads(cell.read_text())["status"] == "ok"
+
+
+def test_same_command_twice_is_deterministic_on_cpu(tmp_path, data_dir, cache_dir):
+    out = []
+    for name in ("a", "b"):
+        runner.run(config(tmp_path / name, data_dir, cache_dir, methods="student,kd"), registry.load())
+        cells = sorted((tmp_path / name / "cells").glob("*.json"))
+        out.append([(json.loads(p.read_text())["metrics"], json.loads(p.read_text())["predictions"],
+                     json.loads(p.read_text())["train"]["losses"]) for p in cells])
+    assert out[0] == out[1]
+
+
+def test_cuda_branches_without_a_gpu(monkeypatch):
+    """The CUDA-only code paths, with the CUDA calls mocked."""
+    from kdbench import device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert device.resolve_device("auto").type == "cuda"
+    assert device.resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert device.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    seen = {}
+    monkeypatch.setattr(torch, "autocast", lambda device_type, dtype: seen.update(t=device_type, d=dtype))
+    device.autocast(torch.device("cuda"), "bf16")
+    assert seen == {"t": "cuda", "d": torch.bfloat16}
+    device.setup(torch.device("cuda"))
+    assert torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+    moved = {}
+
+    class FakeTensor:
+        def pin_memory(self):
+            moved["pinned"] = True
+            return self
+
+        def to(self, dev, non_blocking=False):
+            moved["non_blocking"] = non_blocking
+            return self
+
+    device.to_device({"x": FakeTensor()}, torch.device("cuda"))
+    assert moved == {"pinned": True, "non_blocking": True}
