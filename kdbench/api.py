@@ -143,6 +143,8 @@ class FitContext:
     tokenize: Callable[..., Any]
     progress: ProgressFn = _no_progress
     workdir: Path | None = None
+    #: share trained teachers across cells and cache their outputs (off only to measure the saving)
+    reuse: bool = True
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

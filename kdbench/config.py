@@ -190,6 +190,8 @@ class RunConfig:
     fraction_all_domains: bool = False
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     strict_plugins: bool = False
+    #: share trained teachers across cells and cache teacher logits; off only to measure the saving
+    reuse: bool = True
 
     @classmethod
     def from_sources(cls, cli: dict[str, Any], config_file: Path | None = None) -> RunConfig:

@@ -35,7 +35,7 @@ TINY_SPEC = re.compile(r"^tiny:L(\d+)-H(\d+)-A(\d+)$")
 @dataclass
 class ModelOutput:
     logits: torch.Tensor  # (B, C)
-    pooled: torch.Tensor  # (B, H): the input of the classification head
+    pooled: torch.Tensor | None = None  # (B, H): the input of the classification head
     hidden_states: tuple[torch.Tensor, ...] | None = None  # (L+1) × (B, T, H); 0 = embeddings
     attention_scores: list[torch.Tensor] | None = None  # L × (B, heads, T, T), pre-softmax, unmasked
 

@@ -220,7 +220,7 @@ class Runner:
                          profile=self.profile, device=self.device, precision=self.precision,
                          get_teacher=get_handle, build_student=lambda: self.build_student(state, cell.seed),
                          tokenize=tokenize, progress=self.reporter.cell_progress,
-                         workdir=self.config.results_dir)
+                         workdir=self.config.results_dir, reuse=self.config.reuse)
         dev.seed_everything(cell.seed)
         t0 = time.perf_counter()
         fit = method.fit(ctx)
@@ -298,12 +298,12 @@ class Runner:
         folder = self.config.results_dir / "teachers" / key
         meta = res.read_json(folder / "meta.json")
         head = kind.head_for(domain)
-        if key in self.teachers:
+        if key in self.teachers and self.config.reuse:
             self.teachers.move_to_end(key)
             handle = self.teachers[key]
         else:
             handle = None
-            if meta is not None and (folder / "model.safetensors").exists():
+            if meta is not None and (folder / "model.safetensors").exists() and self.config.reuse:
                 handle = self._load_teacher(kind, ctx, folder)
             if handle is None:
                 handle, meta = self._train_teacher(kind, kind_name, ctx, folder, key)
@@ -314,7 +314,7 @@ class Runner:
         used[key] = {"key": key, "kind": kind_name, "domains": list(ctx.train_domains),
                      "train_seconds": meta["train_seconds"], "params": meta["params"],
                      "dev_accuracy": meta.get("dev_accuracy"), "head": head}
-        return TeacherHandle(handle.model, head)
+        return TeacherHandle(handle.model, head, key)
 
     def _load_teacher(self, kind: Teacher, ctx: TeacherContext, folder: Path) -> TeacherHandle | None:
         from safetensors.torch import load_file

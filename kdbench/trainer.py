@@ -16,12 +16,13 @@ import torch
 from kdbench import device as dev
 from kdbench.api import FitResult, KDBenchError, TrainConfig
 from kdbench.data import Encoded, batches
+from kdbench.modeling import ModelOutput
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
     from kdbench.api import FitContext, Method, ProgressFn, TeacherContext
-    from kdbench.modeling import KDModel, ModelOutput
+    from kdbench.modeling import KDModel
 
 LOG_EVERY = 10  # steps between host syncs (loss.item()); each sync stalls a GPU pipeline
 
@@ -50,6 +51,7 @@ class TeacherHandle:
 
     model: KDModel
     head: str = "main"
+    key: str = ""  # content hash of the trained teacher ("" = not cacheable)
 
     def __post_init__(self) -> None:
         self.model.eval()
@@ -172,12 +174,50 @@ def distill(ctx: FitContext, method: Method) -> FitResult:
         raise KDBenchError(f"method {method.name!r} needs several teachers: override fit()")
     student = ctx.build_student()
     need = method.needs_hidden
+    train_data = ctx.tokenize(ctx.data.train)
+    # A frozen teacher's logits never change: compute them once (cached on disk) instead of
+    # running the teacher in every step of every epoch. Hidden states are too large to keep.
+    cached = teacher_logits(ctx, teacher, train_data) if teacher is not None and not need else None
 
     def loss_fn(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        t_out = teacher(batch, output_hidden=need) if teacher is not None else None
+        if cached is not None:
+            t_out: ModelOutput | None = ModelOutput(logits=cached[batch["index"].cpu()].to(ctx.device))
+        else:
+            t_out = teacher(batch, output_hidden=need) if teacher is not None else None
         return method.loss(batch, forward(student, batch, output_hidden=need), t_out)
 
-    return train_student(ctx, student, loss_fn, ctx.profile.student_train, stage=method.name)
+    return train_student(ctx, student, loss_fn, ctx.profile.student_train, stage=method.name,
+                         train_data=train_data)
+
+
+def teacher_logits(ctx: FitContext, teacher: TeacherHandle, enc: Encoded) -> torch.Tensor:
+    """Logits (N, C) of a frozen teacher on ``enc``, computed once and memory-mapped from disk.
+
+    The file name hashes the teacher's content key, its head, the precision and the token ids, so a
+    changed teacher or tokenization can never be served stale logits. Stored as ``.npy`` (no pickle).
+    """
+    import io
+
+    import numpy as np
+
+    from kdbench import results as res
+
+    def compute() -> torch.Tensor:
+        return predict(teacher.model, enc, teacher.head, ctx.device, ctx.precision, ctx.profile.eval_batch_size)
+
+    if not ctx.reuse or not teacher.key or ctx.workdir is None:
+        return compute()
+    key = res.config_hash([teacher.key, teacher.head, ctx.precision, enc.input_ids, enc.token_type_ids])
+    path = ctx.workdir / "cache" / "teacher-logits" / f"{key}.npy"
+    try:
+        return torch.from_numpy(np.load(path, mmap_mode="r").copy())
+    except (OSError, ValueError):
+        pass  # missing or corrupt: compute it again
+    logits = compute()
+    buf = io.BytesIO()
+    np.save(buf, logits.numpy(), allow_pickle=False)
+    res.atomic_write_bytes(path, buf.getvalue())
+    return logits
 
 
 def train_student(ctx: FitContext, student: KDModel, loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdbench import trainer
+from kdbench.api import FitContext, TrainConfig
+from kdbench.config import resolve_profile
+from kdbench.data import Encoded
+from kdbench.modeling import load_model
+
+
+def tiny(seed=0):
+    torch.manual_seed(seed)
+    return load_model("tiny:L2-H32-A2", 2, profile=resolve_profile("tiny"), role="t", vocab_size=60)
+
+
+def enc(n=40, seed=0, shift=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = [[2, *(torch.randint(5, 60, (int(k),), generator=g) - shift).clamp(5).tolist(), 3]
+           for k in torch.randint(3, 12, (n,), generator=g)]
+    labels = [int(x[1] > 30) for x in ids]  # learnable
+    return Encoded([str(i) for i in range(n)], ids, [[0] * len(x) for x in ids], labels)
+
+
+def ctx(tmp: Path, reuse=True) -> FitContext:
+    return FitContext(task=None, target="d", domains={}, seed=0, profile=resolve_profile("tiny"),  # type: ignore[arg-type]
+                      device=torch.device("cpu"), precision="fp32", get_teacher=None, build_student=None,  # type: ignore[arg-type]
+                      tokenize=None, workdir=tmp, reuse=reuse)  # type: ignore[arg-type]
+
+
+def test_teacher_logits_cache_is_content_addressed(tmp_path, monkeypatch):
+    calls = []
+    real = trainer.predict
+    monkeypatch.setattr(trainer, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
+    h = trainer.TeacherHandle(tiny(), key="teacherA")
+    e = enc()
+    first = trainer.teacher_logits(ctx(tmp_path), h, e)
+    again = trainer.teacher_logits(ctx(tmp_path), h, e)
+    assert len(calls) == 1 and torch.equal(first, again)  # computed once, then memory-mapped
+    assert torch.allclose(first, real(h.model, e, "main", torch.device("cpu"), "fp32", 8))
+    files = list((tmp_path / "cache" / "teacher-logits").glob("*.npy"))
+    assert len(files) == 1 and not list(files[0].parent.glob("*.tmp"))
+
+    # another teacher (key), or another tokenization of the data, never reuses those logits
+    other = trainer.TeacherHandle(tiny(seed=1), key="teacherB")
+    assert not torch.equal(trainer.teacher_logits(ctx(tmp_path), other, e), first)
+    trainer.teacher_logits(ctx(tmp_path), h, enc(shift=3))
+    assert len(calls) == 3 and len(list(files[0].parent.glob("*.npy"))) == 3
+
+    # a corrupt cache file is recomputed, and reuse=False bypasses the cache
+    for f in files[0].parent.glob("*.npy"):
+        f.write_bytes(b"junk")
+    assert torch.equal(trainer.teacher_logits(ctx(tmp_path), h, e), first)
+    trainer.teacher_logits(ctx(tmp_path, reuse=False), h, e)
+    assert len(calls) == 5
+
+
+def test_training_reduces_loss_and_keeps_best_dev_checkpoint():
+    model = tiny()
+    data, dev = enc(200, seed=1), enc(60, seed=2)
+    fit = trainer.train(model, data, lambda b: trainer.cross_entropy(b, trainer.forward(model, b).logits),
+                        TrainConfig(epochs=4, lr=3e-3), batch_size=16, eval_batch_size=64,
+                        device=torch.device("cpu"), precision="fp32", seed=0, dev_data=dev)
+    assert fit.losses[-1] < fit.losses[0]
+    acc = trainer.accuracy(trainer.predict(model, dev, "main", torch.device("cpu"), "fp32", 64), dev.labels)
+    assert acc == pytest.approx(fit.info["best_dev"])
+
+
+def test_non_finite_loss_names_the_step():
+    pending = [torch.tensor(1.0), torch.tensor(float("inf")), torch.tensor(2.0)]
+    with pytest.raises(trainer.NonFiniteLossError, match="non-finite loss at step 9"):
+        trainer._sync(pending, step=10)
