@@ -138,9 +138,9 @@ def encode(tokenizer: Any, examples: Sequence[Example], max_len: int) -> Encoded
 
 
 # ------------------------------------------------------------------------------------- batching
-def collate(enc: Encoded, idx: Sequence[int], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Pad the selected examples to the longest of them (dynamic padding)."""
-    width = max(len(enc.input_ids[i]) for i in idx)
+def collate(enc: Encoded, idx: Sequence[int], pad_id: int = 0, width: int = 0) -> dict[str, torch.Tensor]:
+    """Pad the selected examples to the longest of them (dynamic padding), or to ``width`` if longer."""
+    width = max(width, *(len(enc.input_ids[i]) for i in idx))
     ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
     types = torch.zeros((len(idx), width), dtype=torch.long)
     mask = torch.zeros((len(idx), width), dtype=torch.long)
