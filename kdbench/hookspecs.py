@@ -24,11 +24,13 @@ hookspec = pluggy.HookspecMarker("kdbench")
 @hookspec
 def kdbench_register_methods() -> list[type[Method]]:
     """Return the :class:`~kdbench.api.Method` classes this plugin provides, keyed by ``name``."""
+    raise NotImplementedError
 
 
 @hookspec
 def kdbench_register_tasks() -> list[type[Task]]:
     """Return the :class:`~kdbench.api.Task` classes this plugin provides, keyed by ``name``."""
+    raise NotImplementedError
 
 
 @hookspec
@@ -38,6 +40,7 @@ def kdbench_register_teachers() -> list[type[Teacher]]:
     A method names the kind it needs in ``Method.teacher``; the runner trains each distinct
     teacher once and shares it.
     """
+    raise NotImplementedError
 
 
 @hookspec(historic=True)

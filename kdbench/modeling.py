@@ -47,10 +47,10 @@ class KDModel(nn.Module):
     multi-task teacher. Subclasses (e.g. Meta-KD's meta-teacher) add branches.
     """
 
-    def __init__(self, seqcls: nn.Module, heads: Sequence[str] = ("main",)) -> None:
+    def __init__(self, seqcls: Any, heads: Sequence[str] = ("main",)) -> None:
         super().__init__()
-        self.config = seqcls.config
-        self.backbone = seqcls.base_model  # BertModel, with its pooler
+        self.config: Any = seqcls.config
+        self.backbone: Any = seqcls.base_model  # BertModel, with its pooler
         self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
         base_head: nn.Linear = seqcls.classifier
         self.heads = nn.ModuleDict()
@@ -140,7 +140,7 @@ def load_model(spec: str, num_labels: int, heads: Sequence[str] = ("main",), *,
         config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                             num_attention_heads=n_heads, intermediate_size=4 * hidden,
                             max_position_embeddings=max(512, profile.max_len), num_labels=num_labels,
-                            hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+                            hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)  # type: ignore[call-arg]
         config._attn_implementation = "sdpa"
         seqcls = AutoModelForSequenceClassification.from_config(config)
     else:

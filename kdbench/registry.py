@@ -133,6 +133,7 @@ def load(extra_plugins: list[ModuleType | Any] | None = None, strict: bool = Fal
                        (pm.hook.kdbench_register_tasks, reg.tasks),
                        (pm.hook.kdbench_register_teachers, reg.teachers)):
         for impl in reversed(hook.get_hookimpls()):  # registration order
-            for cls in impl.function() or []:
+            classes: Any = impl.function() or []
+            for cls in classes:
                 kind.add(cls, impl.plugin_name, dists.get(impl.plugin_name, "?"))
     return reg

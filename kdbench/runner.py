@@ -310,7 +310,7 @@ class Runner:
             self.teachers[key] = handle
             while len(self.teachers) > 4:
                 self.teachers.popitem(last=False)
-        assert meta is not None
+        assert meta is not None and handle is not None
         used[key] = {"key": key, "kind": kind_name, "domains": list(ctx.train_domains),
                      "train_seconds": meta["train_seconds"], "params": meta["params"],
                      "dev_accuracy": meta.get("dev_accuracy"), "head": head}

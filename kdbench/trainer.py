@@ -67,7 +67,8 @@ class TeacherHandle:
 def predict(model: KDModel, enc: Encoded, head: str, device: torch.device, precision: str,
             batch_size: int) -> torch.Tensor:
     """Logits (N, C) in the order of ``enc``; batches are sorted by length to pad little."""
-    out = torch.empty((len(enc), model.heads[head].out_features))
+    head_layer: Any = model.heads[head]
+    out = torch.empty((len(enc), int(head_layer.out_features)))
     with dev.eval_mode(model):
         for batch in batches(enc, batch_size):
             b = dev.to_device(batch, device)
