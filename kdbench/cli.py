@@ -47,12 +47,28 @@ def build_parser() -> Parser:
                    help="apply the fraction to every domain, not only the target (cross-domain teachers)")
     r.add_argument("--set", dest="options", action="append", metavar="METHOD.KEY=VALUE",
                    help="method option, e.g. --set kd.alpha=0.7 (repeatable)")
+    r.add_argument("--no-reuse", dest="reuse", action="store_false", default=None,
+                   help="retrain teachers in every cell and cache nothing (to measure what reuse saves)")
     r.add_argument("--config", type=Path, help="YAML file of run options (keys as the long options)")
     r.add_argument("--strict-plugins", action="store_true", default=None,
                    help="fail if any plugin fails to load")
 
-    t = sub.add_parser("table", help="print the results table of a results directory")
+    t = sub.add_parser("table", help="significance-tested tables of a results directory",
+                       description="Tables of a results directory: mean ± sd over seeds, tests against a "
+                       "baseline (Holm-corrected), best and tied marks, cost, and a data-scarce table when "
+                       "several fractions were run.")
     t.add_argument("results_dir", type=Path)
+    t.add_argument("--layout", choices=["default", "paper"], default="default",
+                   help="default: methods × domains per task and fraction; paper: the Meta-KD main table")
+    t.add_argument("--format", choices=["rich", "markdown", "latex", "csv"],
+                   help="output format (default: from -o's suffix, else rich)")
+    t.add_argument("-o", "--output", type=Path, help="write to FILE (atomically) instead of the terminal")
+    t.add_argument("--baseline", help="method the others are tested against (default: student, else the first)")
+    t.add_argument("--reference", type=Path, help="YAML or CSV of published numbers to show beside ours")
+
+    pl = sub.add_parser("plot", help="accuracy against data fraction, a panel per domain plus the average")
+    pl.add_argument("results_dir", type=Path)
+    pl.add_argument("-o", "--output", type=Path, required=True, help="figure file (.png, .pdf or .svg)")
     return p
 
 
@@ -92,13 +108,55 @@ def cmd_run(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
-def cmd_table(args: argparse.Namespace) -> int:
-    from kdbench import report, tables
+def _check_results_dir(path: Path) -> None:
     from kdbench.api import KDBenchError
 
-    if not args.results_dir.is_dir():
-        raise KDBenchError(f"{args.results_dir} is not a results directory; pass the --results-dir of a run")
-    report.print_tables(tables.build(args.results_dir))
+    if not path.is_dir():
+        raise KDBenchError(f"{path} is not a results directory; pass the --results-dir of a run")
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from kdbench import export, tables
+    from kdbench.api import KDBenchError
+
+    _check_results_dir(args.results_dir)
+    fmt = export.resolve_format(args.format, args.output)
+    refs = None
+    if args.reference is not None:
+        from kdbench import references
+
+        refs = references.load(args.reference)
+    task_domains = None
+    if args.layout == "paper":  # every domain of each task, so that the ones not run show as missing
+        from kdbench import registry
+
+        reg = registry.load()
+        task_domains = {name: e.cls.domains for name, e in reg.tasks.entries.items()}
+    result = tables.build(args.results_dir, args.layout, args.baseline, refs, task_domains)
+    if not result and (fmt != "rich" or args.output is not None):
+        raise KDBenchError(f"no cell results in {args.results_dir}; nothing to write")
+    if fmt == "rich":
+        from kdbench import report
+
+        if args.output is None:
+            report.print_tables(result)
+        else:
+            export.write(args.output, report.tables_text(result))
+    elif args.output is None:
+        sys.stdout.write(export.render(result, fmt))
+    else:
+        export.write(args.output, export.render(result, fmt))
+    if args.output is not None:
+        print(f"wrote {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from kdbench import plot
+
+    _check_results_dir(args.results_dir)
+    plot.plot(args.results_dir, args.output)
+    print(f"wrote {args.output}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -110,7 +168,7 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table}
+COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table, "plot": cmd_plot}
 
 if __name__ == "__main__":
     sys.exit(main())

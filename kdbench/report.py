@@ -15,6 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from kdbench.runner import Reporter
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from kdbench.grid import Cell
     from kdbench.registry import Registry
     from kdbench.runner import RunSummary
-    from kdbench.tables import Table
+    from kdbench.tables import Entry, Table
 
 console = Console()
 err_console = Console(stderr=True)
@@ -52,27 +53,79 @@ def print_registry(reg: Registry) -> None:
         console.print(f"[red]plugin {f.name!r} ({f.dist}) failed to load:[/red] {f.error}")
 
 
-def fmt(s: Any) -> str:
-    if s is None:
-        return "—"
-    sd = f" ± {s.sd:.2f}" if s.n > 1 else ""
-    return f"{s.mean:.2f}{sd} (n={s.n})"
+def _rich_cell(entry: Entry, n_max: int) -> Text:
+    from kdbench.export import value_text
+
+    text = value_text(entry, n_max)
+    if text is None:
+        return Text("—", style="dim")
+    style = "bold" if entry.best else "italic" if entry.tied else ("dim" if entry.ref_value is not None else "")
+    out = Text(text, style=style)
+    if entry.marker:
+        out.append(entry.marker, style="bold" if entry.best else "")
+    return out
 
 
-def print_tables(tables: list[Table]) -> None:
-    if not tables:
-        console.print("no finished cells yet")
-    for tab in tables:
-        t = RichTable(title=tab.title, title_justify="left")
-        t.add_column("method", style="bold")
+def _rich_table(tab: Table) -> list[Any]:
+    """The renderables of one table: the table, its Δ table, notes and legends."""
+    from kdbench import export
+
+    n_max = export.max_n(tab)
+    t = RichTable(title=tab.title, title_justify="left")
+    width = max([len(r.method) if r.source is None else len(export.row_label(tab, r)) + 4 for r in tab.rows],
+                default=6)
+    t.add_column("method", style="bold", no_wrap=True, min_width=width)
+    for c in tab.columns:
+        t.add_column(c, justify="right", min_width=len(c))
+    if tab.has_cost:
+        for c in export.COST_COLUMNS:
+            t.add_column(c, justify="right", style="cyan")
+    for k, (block, rows) in enumerate(export.blocks(tab)):
+        if block:
+            if k:
+                t.add_section()
+            t.add_row(Text(export.BLOCK_TITLES.get(block, block), style="italic underline"))
+        for r in rows:
+            cells: list[Any] = [_rich_cell(e, n_max) for e in r.entries]
+            if tab.has_cost:
+                cells += ([Text(c or "—") for c in export.cost_texts(r.cost)] if r.source is None
+                          else [Text("")] * len(export.COST_COLUMNS))
+            label = Text(r.method) if r.source is None else Text("  ↳ " + export.row_label(tab, r), style="dim")
+            t.add_row(label, *cells)
+    out: list[Any] = [t]
+    out += [Text(line, style="yellow") for line in tab.notes]
+    out += [Text(line, style="dim") for line in tab.legend]
+    rows = export.delta_rows(tab)
+    if rows:
+        d = RichTable(title=export.delta_title(tab), title_justify="left")
+        d.add_column("method", style="bold", no_wrap=True, min_width=width)
         for c in tab.columns:
-            t.add_column(c, justify="right")
-        for method, row in tab.rows.items():
-            t.add_row(method, *[fmt(s) for s in row])
-        console.print(t)
-        for note in tab.notes:
-            console.print(f"[dim]{note}[/dim]")
-        console.print("[dim]mean ± sd over seeds (n = seeds); — = not run[/dim]")
+            d.add_column(c, justify="right", min_width=len(c))
+        for r in rows:
+            d.add_row(r.method, *[Text((export.delta_text(e) or "—") + e.marker) for e in r.entries])
+        out += [Text(""), d, *[Text(line, style="dim") for line in export.delta_legend(tab)]]
+    return out
+
+
+def print_tables(tables: list[Table], target: Console | None = None) -> None:
+    """Every table with its effect-size table, notes and legend (see :mod:`kdbench.tables`)."""
+    target = target or console
+    if not tables:
+        target.print("no finished cells yet")
+    for i, tab in enumerate(tables):
+        if i:
+            target.print()
+        for item in _rich_table(tab):
+            target.print(item)
+
+
+def tables_text(tables: list[Table]) -> str:
+    """The terminal rendering as plain text (``--format rich -o FILE``)."""
+    import io
+
+    buf = Console(file=io.StringIO(), width=200, record=True, color_system=None)
+    print_tables(tables, buf)
+    return buf.export_text()
 
 
 def print_summary(summary: RunSummary, results_dir: Path) -> None:
