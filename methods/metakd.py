@@ -1,0 +1,421 @@
+"""``metakd``: Meta-KD (Pan et al., ACL 2021), as the paper's official code implements it.
+
+Registers the teacher kind ``meta`` (and its ablation variants), the method ``metakd`` and the row
+``teacher:meta``. See ``design/methods-reference.md`` for the sources.
+
+1. **Prototype scores** (:func:`prototype_table`). Every train example of every domain is embedded
+   with the frozen PRETRAINED teacher encoder (a freshly loaded teacher, not the fine-tuned one):
+   h_i = mean of the last layer over the tokens after [CLS], padding masked out
+   (``prototype_include_padding=True`` reproduces the original code's averaging over padding). One
+   centroid per domain; ``t_i = ½·cos(h_i, c_own) + ½·cos(h_i, mean of the other centroids)``. The
+   table is a pure function of (teacher model, data, seed), computed in one place for the
+   meta-teacher and for distillation, memoised in-process, and drawn under a forked RNG so that
+   whether it was memoised never changes the random state of training.
+2. **Meta-teacher** (:class:`MetaTeacherModel`, kind ``meta``): trained on the pooled train data of
+   every domain. Label head ``classifier(relu(pooled))``; domain branch
+   ``g(x) = tanh(W·(E_D[domain] + meanpool(H_last[:, 1:])))`` → dropout → domain classifier.
+   Loss ``mean_i t_i·(CE_i + γ1·CE(domain_logits_i, π(domain)_i))`` with π a random permutation of
+   the batch's domain ids ("domain corruption"), γ1 = 0.5. Best epoch on the pooled dev data of
+   every domain.
+3. **Meta-distillation stage 1** (per target domain, target train split): per example
+   ``λ_i·(Σ hidden MSE (embeddings included, shared projection W_h) + Σ attention-score MSE
+   + γ2·MSE(W_h·g_S(x), g_T(x)))`` with γ2 = 0.5, TinyBERT's layer map, and
+   ``λ_i = (1 + t_i) / (exp((1 − p_T(y_i|x_i))²) + 1)``, weighted per example BEFORE the batch mean
+   (the EasyNLP re-implementation averages first, losing the per-example weighting).
+4. **Stage 2**: prediction-layer soft cross-entropy from the meta-teacher (T = 1, as the original);
+   the best dev epoch is kept.
+
+The student's domain branch g_S. The official code gives the student the same domain-branch
+structure as the teacher (EasyNLP's ``MetaStudentForSequenceClassification``: its own domain
+embedding and dense layer, at the student's width) and compares ``fit_dense(g_S)`` with the
+teacher's branch. Here the student gets a :class:`DomainBranch` of its own width (embedding of every
+domain + W_S, BERT-initialised), computed exactly like the teacher's ``g`` (tanh included, no
+dropout), trained in stage 1 together with the student and W_h, and discarded afterwards: the
+deployed student is the same plain :class:`~kdbench.modeling.KDModel` every other method produces
+(standard ``classifier(dropout(pooled))`` head), so parameter counts and inference cost stay
+comparable. EasyNLP drops the tanh on the student side and also passes the TEACHER's branch through
+a freshly initialised 768×768 ``fit_dense``; we follow the paper's formula (W_h on the student side
+only) instead.
+
+Ablations (method options, ``--set metakd.KEY=VALUE``):
+
+* ``use_prototype_weights=false``: "w/o prototype" — every t_i = 1, i.e. equal weights in the
+  meta-teacher loss (plain mean CE) and ``λ_i = 2 / (exp((1 − p)²) + 1)`` in stage 1.
+* ``use_domain_corruption=false``: the γ1 term is dropped from the meta-teacher loss.
+* ``use_expertise_weights=false``: λ_i = 1 in stage 1.
+* ``gamma2=0``: no transferable-knowledge term.
+
+Options that change the meta-teacher (the first two and ``prototype_include_padding``) select a
+distinct registered teacher kind (``meta-noproto``, ``meta-nocorrupt``, ``meta-padproto``, and
+their combinations; see :func:`meta_teacher_kind`), so the runner's teacher cache, which keys on
+the kind's name, never hands an ablation the full meta-teacher or vice versa.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from kdbench import hookimpl
+from kdbench.api import FitContext, FitResult, Method, MethodConfig, Teacher, TeacherContext
+from kdbench.data import batches
+from kdbench.device import to_device
+from kdbench.losses import (
+    cross_entropy_per_example,
+    domain_corruption_loss,
+    expertise_weights,
+    masked_mean_pool,
+    meta_distill_stage1_loss,
+    meta_teacher_loss,
+    prototype_scores,
+)
+from kdbench.modeling import KDModel, ModelOutput, load_model, parse_tiny
+from kdbench.results import config_hash
+from kdbench.trainer import INPUTS, forward, train_teacher
+from kdbench_methods.mix import pooled
+from kdbench_methods.teacher import TeacherRow
+from kdbench_methods.tinybert import LayerDistiller, TinyBERTConfig, combine, run_stage1, run_stage2
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from kdbench.api import DomainData, Example, Task
+    from kdbench.config import Profile
+    from kdbench.data import Encoded
+    from kdbench.trainer import TeacherHandle
+
+GAMMA1 = 0.5  # weight of the domain-corruption term in the meta-teacher loss (paper, official code)
+
+
+# ------------------------------------------------------------------------------------------ models
+def _bert_init(module: nn.Module, std: float) -> None:
+    """BERT's initialiser (normal(0, initializer_range), zero bias), as for the classification heads."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=std)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+class DomainBranch(nn.Module):
+    """Meta-KD's domain feature ``g(x) = tanh(W·(E_D[d] + meanpool(H_last[:, 1:])))``, shape ``(B, H)``.
+
+    The mean runs over the real tokens after [CLS] (kdbench pads dynamically; the original pads to a
+    fixed length and averages the padding in).
+    """
+
+    def __init__(self, hidden: int, n_domains: int, init_std: float = 0.02) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(n_domains, hidden)
+        self.dense = nn.Linear(hidden, hidden)
+        _bert_init(self, init_std)
+
+    def forward(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor,
+                domain_ids: torch.Tensor) -> torch.Tensor:
+        content = masked_mean_pool(last_hidden, attention_mask, skip_cls=True)
+        return torch.tanh(self.dense(self.embedding(domain_ids) + content))
+
+
+class MetaTeacherModel(KDModel):
+    """The meta-teacher: the label head reads ``relu(pooled)``; a domain branch sits beside it."""
+
+    def __init__(self, seqcls: nn.Module, heads: Sequence[str] = ("main",), n_domains: int = 2) -> None:
+        super().__init__(seqcls, heads)
+        std = float(getattr(self.config, "initializer_range", 0.02))
+        self.n_domains = n_domains
+        self.domain_branch = DomainBranch(self.hidden_size, n_domains, std)
+        self.domain_dropout = nn.Dropout(self.config.hidden_dropout_prob)
+        self.domain_classifier = nn.Linear(self.hidden_size, n_domains)
+        _bert_init(self.domain_classifier, std)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, head: str = "main",
+                output_hidden: bool = False, output_scores: bool = False) -> ModelOutput:
+        out, scores = self.encode(input_ids, attention_mask, token_type_ids, output_hidden, output_scores)
+        pooled_out = out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, 0]
+        # reference: logits = classifier(relu(pooled_output)), no dropout before the classifier
+        logits = self.heads[head](torch.relu(pooled_out))
+        return ModelOutput(logits=logits, pooled=pooled_out,
+                           hidden_states=out.hidden_states if output_hidden else None,
+                           attention_scores=scores)
+
+    def domain_features(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor,
+                        domain_ids: torch.Tensor) -> torch.Tensor:
+        """g_T(x), ``(B, H)``."""
+        return self.domain_branch(last_hidden, attention_mask, domain_ids)
+
+    def domain_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.domain_classifier(self.domain_dropout(features))
+
+
+# ------------------------------------------------------------------------------ prototype scores
+_PROTOTYPES: OrderedDict[str, dict[tuple[str, str], float]] = OrderedDict()
+_PROTOTYPES_KEEP = 4
+
+
+def prototype_table(*, task: Task, domains: Mapping[str, DomainData], profile: Profile, device: torch.device,
+                    tokenize: Callable[[tuple[Example, ...]], Encoded], vocab_size: int | None, seed: int,
+                    include_padding: bool = False) -> dict[tuple[str, str], float]:
+    """Prototype score t_i of every train example of every domain, keyed by ``(domain, example id)``.
+
+    Embeddings come from the frozen pretrained teacher (``profile.teacher`` loaded afresh; a ``tiny:``
+    teacher is random-initialised from ``seed``), in fp32 and eval mode; centroids are taken over the
+    train examples of all ``domains`` as given (the cell's fraction applied).
+    """
+    tiny = parse_tiny(profile.teacher) is not None
+    key = config_hash({"teacher": profile.teacher, "max_len": profile.max_len, "pad": include_padding,
+                       "task": task.name, "task_version": task.version,
+                       "tiny": [seed, vocab_size] if tiny else None,
+                       "data": {d: [e.id for e in dd.train] for d, dd in domains.items()}})
+    if key in _PROTOTYPES:
+        _PROTOTYPES.move_to_end(key)
+        return _PROTOTYPES[key]
+    cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+    keys: list[tuple[str, str]] = []
+    embeddings: list[torch.Tensor] = []
+    domain_ids: list[int] = []
+    with torch.random.fork_rng(devices=cuda):  # loading must not move the training RNG streams
+        torch.manual_seed(seed)
+        encoder = load_model(profile.teacher, task.num_labels, profile=profile, role="teacher",
+                             vocab_size=vocab_size).to(device).eval()
+        with torch.no_grad():
+            for k, (name, dd) in enumerate(domains.items()):
+                enc = tokenize(dd.train)
+                rows = torch.empty(len(enc), encoder.hidden_size)
+                for batch in batches(enc, profile.eval_batch_size):
+                    b = to_device(batch, device)
+                    last = encoder.backbone(**{x: b[x] for x in INPUTS}).last_hidden_state.float()
+                    rows[batch["index"]] = masked_mean_pool(last, b["attention_mask"], skip_cls=True,
+                                                            include_padding=include_padding).cpu()
+                embeddings.append(rows)
+                keys.extend((name, i) for i in enc.ids)
+                domain_ids.extend([k] * len(enc))
+        del encoder
+    scores = prototype_scores(torch.cat(embeddings), torch.tensor(domain_ids)).tolist()
+    table = dict(zip(keys, scores, strict=True))
+    _PROTOTYPES[key] = table
+    while len(_PROTOTYPES) > _PROTOTYPES_KEEP:
+        _PROTOTYPES.popitem(last=False)
+    return table
+
+
+# --------------------------------------------------------------------------------- meta-teacher
+def meta_teacher_kind(use_prototype_weights: bool = True, use_domain_corruption: bool = True,
+                      prototype_include_padding: bool = False) -> str:
+    """Registered name of the meta-teacher trained with these options (``meta`` for the paper's)."""
+    parts = ["meta"]
+    if not use_prototype_weights:
+        parts.append("noproto")
+    if not use_domain_corruption:
+        parts.append("nocorrupt")
+    if prototype_include_padding and use_prototype_weights:  # without t_i the pooling is irrelevant
+        parts.append("padproto")
+    return "-".join(parts)
+
+
+def meta_teacher_batch_loss(model: MetaTeacherModel, batch: Mapping[str, torch.Tensor], *, gamma1: float,
+                            use_domain_corruption: bool, generator: torch.Generator | None = None,
+                            ) -> torch.Tensor:
+    """``mean_i t_i·(CE_i + γ1·CE(domain_logits_i, π(domain)_i))``; ``batch`` carries ``t`` and ``domain``."""
+    out = model(**{k: batch[k] for k in INPUTS}, output_hidden=True)
+    assert out.hidden_states is not None
+    ce = cross_entropy_per_example(out.logits.float(), batch["labels"])
+    if use_domain_corruption:
+        feats = model.domain_features(out.hidden_states[-1], batch["attention_mask"], batch["domain"])
+        dom, _ = domain_corruption_loss(model.domain_logits(feats).float(), batch["domain"], generator)
+    else:
+        dom = torch.zeros_like(ce)
+    return meta_teacher_loss(ce, dom, batch["t"].float(), gamma1 if use_domain_corruption else 0.0)
+
+
+class MetaTeacher(Teacher):
+    name = "meta"
+    description = "Meta-KD meta-teacher: all domains, prototype-weighted, domain corruption"
+    use_prototype_weights: ClassVar[bool] = True
+    use_domain_corruption: ClassVar[bool] = True
+    prototype_include_padding: ClassVar[bool] = False
+
+    def train_domains(self, target: str, all_domains: Sequence[str]) -> tuple[str, ...]:
+        return tuple(all_domains)
+
+    def build(self, ctx: TeacherContext) -> KDModel:
+        return load_model(ctx.profile.teacher, ctx.task.num_labels, profile=ctx.profile, role="teacher",
+                          vocab_size=ctx.vocab_size, model_cls=MetaTeacherModel,
+                          n_domains=len(ctx.train_domains))
+
+    def fit(self, ctx: TeacherContext) -> FitResult:
+        examples = pooled(ctx, "train")
+        domain_ids = [i for i, d in enumerate(ctx.train_domains) for _ in ctx.domains[d].train]
+        if self.use_prototype_weights:
+            table = prototype_table(task=ctx.task, domains={d: ctx.domains[d] for d in ctx.train_domains},
+                                    profile=ctx.profile, device=ctx.device, tokenize=ctx.tokenize,
+                                    vocab_size=ctx.vocab_size, seed=ctx.seed,
+                                    include_padding=self.prototype_include_padding)
+            t = [table[(d, e.id)] for d in ctx.train_domains for e in ctx.domains[d].train]
+        else:
+            t = [1.0] * len(examples)
+        train = ctx.tokenize(examples).with_extra(domain=domain_ids, t=t)
+        model = self.build(ctx).to(ctx.device)
+        assert isinstance(model, MetaTeacherModel)
+        generator = torch.Generator().manual_seed(ctx.seed)  # the corruption permutations
+
+        def loss_fn(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return meta_teacher_batch_loss(model, batch, gamma1=GAMMA1, generator=generator,
+                                           use_domain_corruption=self.use_domain_corruption)
+
+        result = train_teacher(ctx, model, loss_fn, train, ctx.tokenize(pooled(ctx, "dev")),
+                               stage=f"teacher:{self.name}")
+        result.info["prototype_mean"] = sum(t) / len(t)
+        return result
+
+
+def _variants() -> list[type[MetaTeacher]]:
+    out: list[type[MetaTeacher]] = []
+    for proto, corrupt, pad in itertools.product((True, False), (True, False), (False, True)):
+        if pad and not proto:
+            continue
+        name = meta_teacher_kind(proto, corrupt, pad)
+        if name == MetaTeacher.name:
+            out.append(MetaTeacher)
+            continue
+        what = [w for w, on in (("no prototype weights", not proto), ("no domain corruption", not corrupt),
+                                ("prototypes averaged over padding", pad)) if on]
+        out.append(type(f"MetaTeacher_{name.replace('-', '_')}", (MetaTeacher,), {
+            "name": name, "description": f"Meta-KD meta-teacher ablation: {', '.join(what)}",
+            "use_prototype_weights": proto, "use_domain_corruption": corrupt,
+            "prototype_include_padding": pad, "__module__": __name__}))
+    return out
+
+
+META_TEACHERS = _variants()
+
+
+# ------------------------------------------------------------------------------ meta-distillation
+@dataclass(frozen=True)
+class MetaKDConfig(TinyBERTConfig):
+    """Stage settings as ``tinybert`` (official: 10 epochs at 5e-5, then 3 at 3e-5, T = 1)."""
+
+    gamma2: float = 0.5  # weight of the transferable-knowledge (domain-branch) term
+    use_prototype_weights: bool = True
+    use_domain_corruption: bool = True
+    use_expertise_weights: bool = True
+    prototype_include_padding: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.gamma2 < 0:
+            raise ValueError(f"gamma2={self.gamma2} must be >= 0")
+
+    @property
+    def teacher_kind(self) -> str:
+        return meta_teacher_kind(self.use_prototype_weights, self.use_domain_corruption,
+                                 self.prototype_include_padding)
+
+
+def stage1_terms(student: KDModel, teacher: TeacherHandle, distiller: LayerDistiller, branch: DomainBranch,
+                 batch: Mapping[str, torch.Tensor], *, use_prototype_weights: bool = True,
+                 use_expertise_weights: bool = True) -> dict[str, torch.Tensor]:
+    """Per-example ``(B,)`` stage-1 terms: ``hidden``, ``attention``, ``tkd`` and the weights ``lam``.
+
+    ``batch`` carries the prototype scores ``t`` and the ``domain`` index of each example.
+    """
+    mask = batch["attention_mask"]
+    t_out = teacher(batch, output_hidden=True)
+    s_out = forward(student, batch, output_hidden=True)
+    assert t_out.hidden_states is not None and s_out.hidden_states is not None
+    hid, att = distiller.terms(s_out, t_out, mask)
+    meta = teacher.model
+    assert isinstance(meta, MetaTeacherModel)
+    with torch.no_grad():
+        g_t = meta.domain_features(t_out.hidden_states[-1], mask, batch["domain"]).float()
+    g_s = branch(s_out.hidden_states[-1], mask, batch["domain"])
+    tkd = (distiller.project(g_s) - g_t).pow(2).mean(dim=-1)
+    if use_expertise_weights:
+        t = batch["t"].float() if use_prototype_weights else torch.ones_like(hid)
+        p_true = t_out.logits.float().softmax(-1).gather(1, batch["labels"][:, None]).squeeze(1)
+        lam = expertise_weights(t, p_true.detach())
+    else:
+        lam = torch.ones_like(hid)
+    return {"hidden": hid, "attention": att, "tkd": tkd, "lam": lam}
+
+
+class MetaKD(Method):
+    name = "metakd"
+    description = "Meta-KD: meta-teacher on all domains, expertise-weighted meta-distillation (Pan et al. 2021)"
+    teacher = "meta"
+    needs_hidden = True
+    Config = MetaKDConfig
+
+    def fit(self, ctx: FitContext) -> FitResult:
+        cfg = self.config
+        assert isinstance(cfg, MetaKDConfig)
+        teacher = ctx.teacher(cfg.teacher_kind)
+        assert isinstance(teacher.model, MetaTeacherModel)
+        order = tuple(ctx.domains)  # the meta-teacher's domain indices (its train_domains)
+        student = ctx.build_student()
+        distiller = LayerDistiller(student, teacher.model).to(ctx.device)
+        branch = DomainBranch(student.hidden_size, len(order),
+                              float(getattr(student.config, "initializer_range", 0.02))).to(ctx.device)
+
+        examples = ctx.data.train
+        if cfg.use_prototype_weights:
+            table = prototype_table(task=ctx.task, domains=ctx.domains, profile=ctx.profile, device=ctx.device,
+                                    tokenize=ctx.tokenize, vocab_size=int(student.config.vocab_size),
+                                    seed=ctx.seed, include_padding=cfg.prototype_include_padding)
+            t = [table[(ctx.target, e.id)] for e in examples]
+        else:
+            t = [1.0] * len(examples)
+        train = ctx.tokenize(examples).with_extra(t=t, domain=[order.index(ctx.target)] * len(examples))
+
+        def loss1(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            terms = stage1_terms(student, teacher, distiller, branch, batch,
+                                 use_prototype_weights=cfg.use_prototype_weights,
+                                 use_expertise_weights=cfg.use_expertise_weights)
+            return meta_distill_stage1_loss(terms["hidden"], terms["attention"], terms["tkd"], terms["lam"],
+                                            cfg.gamma2)
+
+        params = [*student.parameters(), *distiller.parameters(), *branch.parameters()]
+        r1 = run_stage1(ctx, student, loss1, params, cfg, stage=self.name, train_data=train)
+        r2 = run_stage2(ctx, student, teacher, cfg, stage=self.name)
+        info: dict[str, Any] = {"teacher_kind": cfg.teacher_kind, "projection": distiller.projection is not None,
+                                "prototype_mean": sum(t) / max(1, len(t))}
+        return combine(student, r1, r2, stage=self.name, **info)
+
+
+# ------------------------------------------------------------------------------------ teacher row
+@dataclass(frozen=True)
+class MetaTeacherRowConfig(MethodConfig):
+    """Which meta-teacher to evaluate (the ablation options that change it)."""
+
+    use_prototype_weights: bool = True
+    use_domain_corruption: bool = True
+    prototype_include_padding: bool = False
+
+
+class MetaTeacherRow(TeacherRow):
+    name = "teacher:meta"
+    description = "The Meta-KD meta-teacher evaluated on the target domain"
+    teacher = "meta"
+    Config = MetaTeacherRowConfig
+
+    def fit(self, ctx: FitContext) -> FitResult:
+        c = self.config
+        assert isinstance(c, MetaTeacherRowConfig)
+        handle = ctx.teacher(meta_teacher_kind(c.use_prototype_weights, c.use_domain_corruption,
+                                               c.prototype_include_padding))
+        return FitResult(model=handle.model, head=handle.head)
+
+
+@hookimpl
+def kdbench_register_teachers() -> list[type[Teacher]]:
+    return list(META_TEACHERS)
+
+
+@hookimpl
+def kdbench_register_methods() -> list[type[Method]]:
+    return [MetaKD, MetaTeacherRow]

@@ -1,0 +1,73 @@
+"""``mix``: the BERT_B-mix teacher (one head, pooled data of all domains) distilled with TinyBERT.
+
+* Teacher kind ``mix``: the teacher fine-tuned on the train splits of every domain of the task
+  pooled together, with one classification head, selected on the pooled dev splits of every domain.
+  Its training data are those of the cell (the target's train split carries the cell's fraction),
+  so the runner trains one mix teacher per distinct pooled data set and shares it across methods.
+* Method ``mix``: a fresh student distilled from that teacher on the target domain with the TinyBERT
+  objective (:func:`kdbench_methods.tinybert.tinybert_distill`); options as ``tinybert``.
+* Method ``teacher:mix``: the mix teacher itself evaluated on the target test set (the paper's
+  BERT_B-mix row).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kdbench import hookimpl
+from kdbench.api import FitContext, FitResult, Method, Teacher, TeacherContext
+from kdbench.trainer import cross_entropy, forward, train_teacher
+from kdbench_methods.teacher import TeacherRow
+from kdbench_methods.tinybert import TinyBERTConfig, tinybert_distill
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from kdbench.api import Example
+
+
+def pooled(ctx: TeacherContext, split: str) -> tuple[Example, ...]:
+    """The ``split`` examples of every training domain, domain after domain."""
+    return tuple(ex for d in ctx.train_domains for ex in getattr(ctx.domains[d], split))
+
+
+class MixTeacher(Teacher):
+    name = "mix"
+    description = "Teacher fine-tuned on the pooled data of all domains, one head (BERT_B-mix)"
+
+    def train_domains(self, target: str, all_domains: Sequence[str]) -> tuple[str, ...]:
+        return tuple(all_domains)
+
+    def fit(self, ctx: TeacherContext) -> FitResult:
+        model = self.build(ctx).to(ctx.device)
+        return train_teacher(ctx, model, lambda b: cross_entropy(b, forward(model, b).logits),
+                             ctx.tokenize(pooled(ctx, "train")), ctx.tokenize(pooled(ctx, "dev")),
+                             stage="teacher:mix")
+
+
+class Mix(Method):
+    name = "mix"
+    description = "TinyBERT distillation from the mix teacher (BERT_B-mix → student)"
+    teacher = "mix"
+    needs_hidden = True
+    Config = TinyBERTConfig
+
+    def fit(self, ctx: FitContext) -> FitResult:
+        assert isinstance(self.config, TinyBERTConfig)
+        return tinybert_distill(ctx, ctx.teacher(self.teacher), self.config, stage=self.name)
+
+
+class MixTeacherRow(TeacherRow):
+    name = "teacher:mix"
+    description = "The mix teacher evaluated on the target domain (BERT_B-mix)"
+    teacher = "mix"
+
+
+@hookimpl
+def kdbench_register_teachers() -> list[type[Teacher]]:
+    return [MixTeacher]
+
+
+@hookimpl
+def kdbench_register_methods() -> list[type[Method]]:
+    return [Mix, MixTeacherRow]

@@ -1,0 +1,192 @@
+"""``tinybert``: TinyBERT task-specific distillation (Jiao et al., Findings of EMNLP 2020).
+
+Two stages, from the target domain's single-domain teacher, on the target domain's train split:
+
+* **Stage 1, intermediate layers.** Per example, the sum over the mapped hidden states (the
+  embedding output included) of the MSE between the projected student state and the teacher state,
+  plus the sum over the mapped layers of the MSE between pre-softmax attention scores. Layer map
+  ``g(m) = m · L_T / L_S``: student ``hidden_states[m]`` ↔ teacher ``hidden_states[g(m)]``
+  (m = 0..L_S, 0 = embeddings) and student attention layer m ↔ teacher layer g(m) (m = 1..L_S).
+  ONE learned linear projection W_h (student width → teacher width), shared by every hidden state,
+  exists only when the widths differ (official ``fit_dense``); it is trained with the student and
+  discarded after the stage. Stage 1 has no classifier signal, so no dev-based checkpoint
+  selection happens here: the last epoch is kept.
+* **Stage 2, prediction layer.** Soft cross-entropy ``−Σ_c softmax(z_T/T)_c · log_softmax(z_S/T)_c``
+  (T = 1 as in the official code), no hard-label term; the best dev-accuracy epoch is kept.
+
+Attention distillation matches heads one to one, so teacher and student must have the same number
+of attention heads (12 and 12 in the paper's BERT-base → TinyBERT-4L setup).
+
+Out of scope: TinyBERT's *general* distillation (pre-training-stage distillation on a corpus; the
+``paper`` profile starts from the released General TinyBERT instead) and its *data augmentation*
+(GloVe/BERT word replacement that enlarges each task's train set ~20×). Both belong to TinyBERT's
+recipe but would confound a comparison of distillation objectives on identical data.
+
+Deviations, documented in :mod:`kdbench.losses`: the MSE terms average over each example's real
+tokens (padding excluded) because kdbench pads dynamically; the official code averages over a fixed
+128-token padded tensor. The soft CE sums over classes (the official code's ``.mean()`` also divides
+by the number of classes, a constant factor).
+
+:func:`tinybert_distill` is reused by ``mix`` and ``mtl`` (same objective, other teachers), and the
+stage helpers by ``metakd``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from kdbench import hookimpl
+from kdbench.api import FitContext, FitResult, Method, MethodConfig
+from kdbench.losses import attention_mse, hidden_mse, soft_cross_entropy, tinybert_layer_map
+from kdbench.trainer import forward, teacher_logits, train_student
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from kdbench.api import TrainConfig
+    from kdbench.data import Encoded
+    from kdbench.modeling import KDModel, ModelOutput
+    from kdbench.trainer import TeacherHandle
+
+
+@dataclass(frozen=True)
+class TinyBERTConfig(MethodConfig):
+    """Defaults are the official task-distillation settings; profiles scale them down."""
+
+    stage1_epochs: int = 10  # intermediate-layer distillation (0 skips the stage)
+    stage2_epochs: int = 3  # prediction-layer distillation
+    lr_stage1: float = 5e-5
+    lr_stage2: float = 3e-5
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.stage1_epochs < 0 or self.stage2_epochs < 1:
+            raise ValueError(f"need stage1_epochs >= 0 and stage2_epochs >= 1, got "
+                             f"{self.stage1_epochs} and {self.stage2_epochs}")
+        if self.lr_stage1 <= 0 or self.lr_stage2 <= 0:
+            raise ValueError("learning rates must be positive")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature} must be positive")
+
+
+class LayerDistiller(nn.Module):
+    """TinyBERT's intermediate-layer objective between one student and one teacher architecture.
+
+    Holds the layer map and the shared projection W_h (``None`` when the widths are equal).
+    """
+
+    def __init__(self, student: KDModel, teacher: KDModel) -> None:
+        super().__init__()
+        s_heads = int(student.config.num_attention_heads)
+        t_heads = int(teacher.config.num_attention_heads)
+        if s_heads != t_heads:
+            raise ValueError(f"attention distillation pairs heads one to one: the student has {s_heads} "
+                             f"heads, the teacher {t_heads}; choose models with equal head counts")
+        self.layer_map = tinybert_layer_map(teacher.num_layers, student.num_layers)
+        self.projection: nn.Linear | None = (
+            nn.Linear(student.hidden_size, teacher.hidden_size) if student.hidden_size != teacher.hidden_size
+            else None)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """W_h·x in float32 (identity when the widths are equal)."""
+        return (self.projection(x) if self.projection is not None else x).float()
+
+    def terms(self, student: ModelOutput, teacher: ModelOutput,
+              attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example ``(hidden, attention)`` losses, each summed over the mapped layers: ``(B,), (B,)``."""
+        s_h, t_h = student.hidden_states, teacher.hidden_states
+        s_a, t_a = student.attention_scores, teacher.attention_scores
+        if s_h is None or t_h is None or s_a is None or t_a is None:
+            raise ValueError("layer distillation needs hidden states and attention scores (output_hidden=True)")
+        hid = sum(hidden_mse(self.project(s_h[m]), t_h[g].float(), attention_mask)
+                  for m, g in enumerate(self.layer_map))
+        att = sum(attention_mse(s_a[m - 1].float(), t_a[g - 1].float(), attention_mask)
+                  for m, g in enumerate(self.layer_map) if m > 0)
+        assert isinstance(hid, torch.Tensor) and isinstance(att, torch.Tensor)
+        return hid, att
+
+
+def stage_config(ctx: FitContext, epochs: int, lr: float) -> TrainConfig:
+    """The profile's student optimiser settings with a stage's epochs and learning rate."""
+    return ctx.profile.student_train.replace(epochs=epochs, lr=lr)
+
+
+def run_stage1(ctx: FitContext, student: KDModel, loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+               params: Iterable[nn.Parameter], config: TinyBERTConfig, *, stage: str,
+               train_data: Encoded | None = None) -> FitResult | None:
+    """Intermediate-layer stage: no dev selection (no classifier signal); ``None`` when 0 epochs."""
+    if config.stage1_epochs == 0:
+        return None
+    return train_student(ctx, student, loss_fn, stage_config(ctx, config.stage1_epochs, config.lr_stage1),
+                         stage=f"{stage}:stage1", params=list(params), train_data=train_data,
+                         select_on_dev=False)
+
+
+def run_stage2(ctx: FitContext, student: KDModel, teacher: TeacherHandle, config: TinyBERTConfig, *,
+               stage: str, train_data: Encoded | None = None) -> FitResult:
+    """Prediction-layer stage: soft CE at ``config.temperature``; keeps the best dev epoch.
+
+    The frozen teacher's logits are computed once (and cached on disk by the core) rather than in
+    every step: the teacher is in eval mode, so they are the same values.
+    """
+    T = config.temperature
+    data = train_data if train_data is not None else ctx.tokenize(ctx.data.train)
+    t_logits = teacher_logits(ctx, teacher, data)
+
+    def loss_fn(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        target = t_logits[batch["index"].cpu()].to(ctx.device)
+        return soft_cross_entropy(forward(student, batch).logits.float(), target, T).mean()
+
+    return train_student(ctx, student, loss_fn, stage_config(ctx, config.stage2_epochs, config.lr_stage2),
+                         stage=f"{stage}:stage2", train_data=data)
+
+
+def combine(student: KDModel, stage1: FitResult | None, stage2: FitResult, *, stage: str,
+            **info: Any) -> FitResult:
+    """One result for a two-stage run: losses of both stages in order, selection info of stage 2.
+
+    ``info["stages"]`` keeps each stage's own record (its losses included), so the intermediate-layer
+    and prediction-layer curves, which are on different scales, can be told apart.
+    """
+    stages = [r for r in (stage1, stage2) if r is not None]
+    return FitResult(model=student, head="main", losses=[x for r in stages for x in r.losses],
+                     info={**stage2.info, "stage": stage, "steps": sum(int(r.info["steps"]) for r in stages),
+                           "stages": [{**r.info, "losses": r.losses} for r in stages], **info})
+
+
+def tinybert_distill(ctx: FitContext, teacher: TeacherHandle, config: TinyBERTConfig, *,
+                     stage: str = "tinybert") -> FitResult:
+    """TinyBERT task distillation of a fresh student from ``teacher`` on the target domain."""
+    student = ctx.build_student()
+    distiller = LayerDistiller(student, teacher.model).to(ctx.device)
+
+    def loss1(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        t_out = teacher(batch, output_hidden=True)
+        s_out = forward(student, batch, output_hidden=True)
+        hid, att = distiller.terms(s_out, t_out, batch["attention_mask"])
+        return (hid + att).mean()
+
+    r1 = run_stage1(ctx, student, loss1, [*student.parameters(), *distiller.parameters()], config, stage=stage)
+    r2 = run_stage2(ctx, student, teacher, config, stage=stage)
+    return combine(student, r1, r2, stage=stage, projection=distiller.projection is not None)
+
+
+class TinyBERT(Method):
+    name = "tinybert"
+    description = "TinyBERT task distillation (layers, then predictions) from the single-domain teacher"
+    teacher = "single"
+    needs_hidden = True
+    Config = TinyBERTConfig
+
+    def fit(self, ctx: FitContext) -> FitResult:
+        assert isinstance(self.config, TinyBERTConfig)
+        return tinybert_distill(ctx, ctx.teacher(self.teacher), self.config, stage=self.name)
+
+
+@hookimpl
+def kdbench_register_methods() -> list[type[Method]]:
+    return [TinyBERT]
