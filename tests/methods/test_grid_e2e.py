@@ -17,7 +17,7 @@ def run(results: Path, data_dir: Path, cache_dir: Path, *extra: str, domains: st
     # --fraction-all-domains: the pooled teachers then see the same data for both targets and are
     # trained once, which keeps this test fast.
     return main(["run", "--methods", methods, "--tasks", "amazon", "--domains", domains, "--profile", "tiny",
-                 "--fractions", "0.2", "--seeds", "1", "--fraction-all-domains", "--device", "cpu",
+                 "--fractions", "0.05", "--seeds", "1", "--fraction-all-domains", "--device", "cpu",
                  "--results-dir", str(results), "--data-dir", str(data_dir), "--cache-dir", str(cache_dir),
                  *extra])
 
@@ -69,21 +69,21 @@ def test_teachers_are_shared_and_of_the_right_kind(grid):
 @pytest.mark.realdata
 def test_two_stage_results_record_both_stages(grid):
     for method in ("tinybert", "mix", "mtl", "metakd"):
-        cell = cells(grid)[f"amazon__books__{method}__f0.2__s0"]
+        cell = cells(grid)[f"amazon__books__{method}__f0.05__s0"]
         stages = cell["train"]["stages"]
         assert [s["stage"] for s in stages] == [f"{method}:stage1", f"{method}:stage2"]
         assert stages[0]["best_epoch"] == -1 and stages[1]["best_epoch"] >= 1  # select in stage 2 only
         s1 = stages[0]["losses"]
         assert s1[-1] < s1[0], method  # the intermediate-layer loss decreases
-        assert cell["train"]["losses"] == [*s1, *stages[1]["losses"]]
+        assert cell["train"]["losses"] == pytest.approx([*s1, *stages[1]["losses"]], abs=1e-5)
         assert cell["train"]["projection"] is True  # the tiny student is narrower than the teacher
-    assert cells(grid)["amazon__books__metakd__f0.2__s0"]["train"]["teacher_kind"] == "meta"
+    assert cells(grid)["amazon__books__metakd__f0.05__s0"]["train"]["teacher_kind"] == "meta"
 
 
 @pytest.mark.realdata
 def test_mtl_row_reads_the_target_head(grid):
     got = cells(grid)
-    books, dvd = got["amazon__books__teacher-mtl__f0.2__s0"], got["amazon__dvd__teacher-mtl__f0.2__s0"]
+    books, dvd = got["amazon__books__teacher-mtl__f0.05__s0"], got["amazon__dvd__teacher-mtl__f0.05__s0"]
     assert books["teachers"][0]["key"] == dvd["teachers"][0]["key"]  # one model ...
     assert books["params"]["model"] == dvd["params"]["model"]
     assert books["predictions"]["ids"] != dvd["predictions"]["ids"]  # ... read on each target's test
@@ -94,9 +94,9 @@ def test_ablation_trains_its_own_meta_teacher(grid, data_dir, cache_dir, tmp_pat
     results = tmp_path / "ablation"
     assert run(results, data_dir, cache_dir, "--set", "metakd.use_domain_corruption=false",
                "--set", "metakd.use_expertise_weights=false", domains="books", methods="metakd") == 0
-    cell = cells(results)["amazon__books__metakd__f0.2__s0"]
+    cell = cells(results)["amazon__books__metakd__f0.05__s0"]
     assert cell["status"] == "ok"
     assert [t["kind"] for t in cell["teachers"]] == ["meta-nocorrupt"]
-    full = cells(grid)["amazon__books__metakd__f0.2__s0"]
+    full = cells(grid)["amazon__books__metakd__f0.05__s0"]
     assert cell["teachers"][0]["key"] != full["teachers"][0]["key"]
     assert cell["config"]["method_options"]["use_domain_corruption"] is False
