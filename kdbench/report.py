@@ -10,6 +10,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -143,8 +144,8 @@ class RichReporter(Reporter):
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                                  console=err_console, transient=False)
-        self.grid = None
-        self.cell = None
+        self.grid: TaskID | None = None
+        self.cell: TaskID | None = None
         self.t0 = time.perf_counter()
 
     def grid_start(self, cells: list[Cell], todo: int) -> None:
