@@ -6,11 +6,12 @@ Registers the teacher kind ``meta`` (and its ablation variants), the method ``me
 1. **Prototype scores** (:func:`prototype_table`). Every train example of every domain is embedded
    with the frozen PRETRAINED teacher encoder (a freshly loaded teacher, not the fine-tuned one):
    h_i = mean of the last layer over the tokens after [CLS], padding masked out
-   (``prototype_include_padding=True`` reproduces the original code's averaging over padding). One
-   centroid per domain; ``t_i = ½·cos(h_i, c_own) + ½·cos(h_i, mean of the other centroids)``. The
-   table is a pure function of (teacher model, data, seed), computed in one place for the
-   meta-teacher and for distillation, memoised in-process, and drawn under a forked RNG so that
-   whether it was memoised never changes the random state of training.
+   (``prototype_include_padding=True`` reproduces the original code, which pads every text to
+   ``max_len`` and averages the padding states in). One centroid per domain;
+   ``t_i = ½·cos(h_i, c_own) + ½·cos(h_i, mean of the other centroids)``. The table is a pure
+   function of (teacher model, data, seed), computed in one place for the meta-teacher and for
+   distillation, memoised in-process, and drawn under a forked RNG so that whether it was memoised
+   never changes the random state of training.
 2. **Meta-teacher** (:class:`MetaTeacherModel`, kind ``meta``): trained on the pooled train data of
    every domain. Label head ``classifier(relu(pooled))``; domain branch
    ``g(x) = tanh(W·(E_D[domain] + meanpool(H_last[:, 1:])))`` → dropout → domain classifier.
@@ -154,6 +155,15 @@ class MetaTeacherModel(KDModel):
 
 
 # ------------------------------------------------------------------------------ prototype scores
+def pad_to(batch: dict[str, torch.Tensor], length: int) -> dict[str, torch.Tensor]:
+    """Pad a collated batch's token tensors on the right to ``length`` (pad id 0, mask 0)."""
+    out = dict(batch)
+    for k in INPUTS:
+        x = batch[k]
+        out[k] = torch.nn.functional.pad(x, (0, max(0, length - x.shape[1])), value=0)
+    return out
+
+
 _PROTOTYPES: OrderedDict[str, dict[tuple[str, str], float]] = OrderedDict()
 _PROTOTYPES_KEEP = 4
 
@@ -188,6 +198,8 @@ def prototype_table(*, task: Task, domains: Mapping[str, DomainData], profile: P
                 enc = tokenize(dd.train)
                 rows = torch.empty(len(enc), encoder.hidden_size)
                 for batch in batches(enc, profile.eval_batch_size):
+                    if include_padding:  # the original pads every text to max_seq_length
+                        batch = pad_to(batch, profile.max_len)
                     b = to_device(batch, device)
                     last = encoder.backbone(**{x: b[x] for x in INPUTS}).last_hidden_state.float()
                     rows[batch["index"]] = masked_mean_pool(last, b["attention_mask"], skip_cls=True,

@@ -28,6 +28,7 @@ from kdbench_methods.metakd import (
     MetaTeacherModel,
     meta_teacher_batch_loss,
     meta_teacher_kind,
+    pad_to,
     prototype_table,
     stage1_terms,
 )
@@ -150,13 +151,15 @@ def test_prototype_table_matches_the_formula_and_keeps_the_rng(include_padding):
     with torch.no_grad():
         for k, dd in enumerate(domains.values()):
             b = collate(_tokenize(dd.train), list(range(len(dd.train))))
+            if include_padding:  # the original pads every text to max_seq_length
+                b = pad_to(b, TINY.max_len)
+                assert b["input_ids"].shape[1] == TINY.max_len
             last = enc_model.backbone(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                                       token_type_ids=b["token_type_ids"]).last_hidden_state
             embs.append(masked_mean_pool(last, b["attention_mask"], include_padding=include_padding))
             dom += [k] * len(dd.train)
     want = prototype_scores(torch.cat(embs), torch.tensor(dom))
     got = torch.tensor([table[(d, ex.id)] for d, dd in domains.items() for ex in dd.train])
-    # (one batch per domain on both sides, so even the padding-averaging variant matches exactly)
     assert torch.allclose(got, want, atol=1e-5)
     again = prototype_table(task=AmazonTask(), domains=domains, profile=TINY, device=torch.device("cpu"),
                             tokenize=_tokenize, vocab_size=VOCAB, seed=3, include_padding=include_padding)
