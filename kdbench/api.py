@@ -145,6 +145,8 @@ class FitContext:
     workdir: Path | None = None
     #: share trained teachers across cells and cache their outputs (off only to measure the saving)
     reuse: bool = True
+    #: torch.compile the models the shared loop trains (``--compile``)
+    compile: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -221,6 +223,7 @@ class TeacherContext:
     tokenize: Callable[..., Any]
     vocab_size: int | None = None
     progress: ProgressFn = _no_progress
+    compile: bool = False
 
 
 class Method(ABC):
@@ -242,6 +245,19 @@ class Method(ABC):
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
+
+    def teacher_requests(self, target: str, domains: Sequence[str]) -> list[tuple[str, str]]:
+        """The ``(teacher kind, domain)`` pairs :meth:`fit` will ask ``ctx.teacher`` for.
+
+        Distributed executors train these first, each once, and ship them to the cell. A request
+        not declared here still works: that teacher is then trained inside the cell. The default
+        follows ``teacher``; override it when the kind depends on the method's options.
+        """
+        if self.teacher == "none":
+            return []
+        if self.teacher == "multi":
+            return [("single", d) for d in domains]
+        return [(self.teacher, target)]
 
     def loss(self, batch: Mapping[str, torch.Tensor], student: ModelOutput,
              teacher: ModelOutput | None) -> torch.Tensor:

@@ -49,6 +49,15 @@ def build_parser() -> Parser:
                    help="method option, e.g. --set kd.alpha=0.7 (repeatable)")
     r.add_argument("--no-reuse", dest="reuse", action="store_false", default=None,
                    help="retrain teachers in every cell and cache nothing (to measure what reuse saves)")
+    r.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the models being trained (worth it on GPU for long runs)")
+    r.add_argument("--executor", help="local (this process, default) or ray (teachers and cells as Ray tasks)")
+    r.add_argument("--ray-address", help="Ray cluster to join: auto, or ray://HOST:PORT (default: start one here)")
+    r.add_argument("--ray-num-cpus", help="CPUs per Ray task (default: 1)")
+    r.add_argument("--ray-num-gpus", help="GPUs per Ray task (default: 1 when the cluster has GPUs, else 0)")
+    r.add_argument("--ray-max-retries", help="retries of a Ray task whose worker died (default: 2)")
+    r.add_argument("--ray-shared-dir", help="path every Ray node mounts: teachers go there, not through "
+                   "the object store")
     r.add_argument("--config", type=Path, help="YAML file of run options (keys as the long options)")
     r.add_argument("--strict-plugins", action="store_true", default=None,
                    help="fail if any plugin fails to load")

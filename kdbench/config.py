@@ -117,6 +117,20 @@ def parse_seeds(value: int | str) -> int:
     return n
 
 
+EXECUTORS = ("local", "ray")
+
+
+def _number(value: Any, key: str, kind: type, minimum: float) -> Any:
+    flag = "--" + key.replace("_", "-")
+    try:
+        out = kind(value)
+    except (TypeError, ValueError):
+        raise KDBenchError(f"{flag}: {value!r} is not a number") from None
+    if not out >= minimum:  # also refuses NaN
+        raise KDBenchError(f"{flag}: {value!r} must be at least {minimum:g}")
+    return out
+
+
 def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, str]]:
     """``["kd.alpha=0.7", "pkd.variant=last"]`` → ``{"kd": {"alpha": "0.7"}, ...}``."""
     out: dict[str, dict[str, str]] = {}
@@ -192,6 +206,15 @@ class RunConfig:
     strict_plugins: bool = False
     #: share trained teachers across cells and cache teacher logits; off only to measure the saving
     reuse: bool = True
+    #: torch.compile the models being trained (no change to results, so not part of the cell hash)
+    compile: bool = False
+    #: ``local`` (this process) or ``ray`` (teachers and cells as Ray tasks; see kdbench.ray_executor)
+    executor: str = "local"
+    ray_address: str | None = None  # None: start a local Ray instance; "auto": join the running cluster
+    ray_num_cpus: float = 1.0  # CPUs each Ray task asks for
+    ray_num_gpus: float | None = None  # GPUs each Ray task asks for; None: 1 when the cluster has GPUs
+    ray_max_retries: int = 2  # retries of a Ray task whose worker died
+    ray_shared_dir: Path | None = None  # teachers on this shared path instead of Ray's object store
 
     @classmethod
     def from_sources(cls, cli: dict[str, Any], config_file: Path | None = None) -> RunConfig:
@@ -219,13 +242,23 @@ class RunConfig:
                 val = parse_fractions(val)
             elif key == "seeds":
                 val = parse_seeds(val)
-            elif key in ("results_dir", "data_dir", "cache_dir", "profiles_file"):
+            elif key in ("results_dir", "data_dir", "cache_dir", "profiles_file", "ray_shared_dir"):
                 val = Path(val)
             elif key == "options" and isinstance(val, (list, tuple)):
                 val = parse_assignments(val)
             elif key == "precision" and val not in PRECISIONS:
                 raise KDBenchError(f"--precision: {val!r} is not one of {', '.join(PRECISIONS)}")
+            elif key == "executor" and val not in EXECUTORS:
+                raise KDBenchError(f"--executor: {val!r} is not one of {', '.join(EXECUTORS)}")
+            elif key in ("ray_num_cpus", "ray_num_gpus"):
+                val = _number(val, key, float, minimum=0.0)
+            elif key == "ray_max_retries":
+                val = _number(val, key, int, minimum=0.0)
             out[key] = val
+        ray_options = sorted(k for k in out if k.startswith("ray_"))
+        if ray_options and out.get("executor", "local") != "ray":
+            flag = "--" + ray_options[0].replace("_", "-")
+            raise KDBenchError(f"{flag} only applies with --executor ray; add --executor ray or drop {flag}")
         return cls(**out)
 
     def cache_path(self) -> Path:

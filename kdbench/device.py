@@ -57,6 +57,17 @@ def setup(device: torch.device) -> None:
         torch.set_num_threads(cpu_threads())
 
 
+def compile_model(model: torch.nn.Module, backend: str = "inductor") -> None:
+    """``torch.compile`` the module in place (its state_dict keys stay as they are), once.
+
+    ``dynamic=True`` because dynamic padding gives every batch its own sequence length: without it
+    each new length would trigger a recompilation.
+    """
+    if not getattr(model, "_kdbench_compiled", False):
+        model.compile(dynamic=True, backend=backend)
+        model._kdbench_compiled = True  # type: ignore[assignment]
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -81,6 +92,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():  # pragma: no cover - no GPU in CI
         torch.cuda.manual_seed_all(seed)
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Restore every RNG :func:`seed_everything` seeds on exit.
+
+    Getting a teacher (training it, or loading a stored one) must not change the random state of
+    the cell that asked for it: otherwise a cell's result would depend on whether its teacher was
+    already trained, by this process, by an earlier run or by another Ray worker.
+    """
+    import random
+
+    import numpy as np
+
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
 
 
 @contextlib.contextmanager

@@ -112,6 +112,8 @@ class Runner:
         self.device = dev.resolve_device(config.device)
         self.precision = dev.resolve_precision(config.precision, self.device)
         self.tasks: dict[str, TaskState] = {}
+        #: where trained teachers live; a Ray worker points it at its own scratch or a shared path
+        self.teachers_root = config.results_dir / "teachers"
         self.teachers: OrderedDict[str, TeacherHandle] = OrderedDict()  # small LRU of loaded teachers
         self.summary = RunSummary()
         self._teacher_seconds = 0.0
@@ -140,6 +142,10 @@ class Runner:
     # ---------------------------------------------------------------------------------------- run
     def run(self) -> RunSummary:
         # Fail fast on bad input (missing data, unwritable results) before anything is written.
+        if self.config.executor == "ray":
+            from kdbench import ray_executor
+
+            ray_executor.check_available()
         for task in dict.fromkeys(c.task for c in self.cells):
             self.task_state(task)
         check_writable(self.config.results_dir)
@@ -159,39 +165,59 @@ class Runner:
         dev.setup(self.device)
         self.reporter.grid_start(self.cells, len(todo))
         try:
-            for cell in todo:
-                self.run_cell(cell)
+            if self.config.executor == "ray":
+                from kdbench import ray_executor
+
+                ray_executor.run_grid(self, todo)
+            else:
+                for cell in todo:
+                    self.run_cell(cell)
         finally:
             self.reporter.grid_end()
         return self.summary
 
     def run_cell(self, cell: Cell) -> None:
+        """Compute one cell here and record it (the local executor)."""
         pm = self.registry.pm
         if pm is not None:
             pm.hook.kdbench_cell_start(cell=cell)
         self.reporter.cell_start(cell)
         start = time.perf_counter()
+        self.record(cell, self.cell_result(cell), time.perf_counter() - start)
+
+    def record(self, cell: Cell, result: dict[str, Any], seconds: float) -> None:
+        """Write a cell's result atomically (whoever computed it) and tell the hooks and the reporter."""
+        if result["status"] == "ok":
+            self.summary.ok += 1
+        else:
+            self.summary.failed.append((cell.key, result.get("error", "failed")))
+        res.atomic_write_json(self.cell_path(cell), result)
+        pm = self.registry.pm
+        if pm is not None:
+            pm.hook.kdbench_cell_finish(cell=cell, result=result)
+        self.reporter.cell_end(cell, result["status"], seconds)
+
+    def failed_result(self, cell: Cell, error: str, tb: str = "") -> dict[str, Any]:
+        return {**self.result_header(cell), "status": "failed", "error": error, "traceback": tb}
+
+    def result_header(self, cell: Cell) -> dict[str, Any]:
         config = self.cell_config(cell)
-        base = {"schema": res.SCHEMA_VERSION, "config": config, "config_hash": res.config_hash(config),
+        return {"schema": res.SCHEMA_VERSION, "config": config, "config_hash": res.config_hash(config),
                 "method": cell.method, "task": cell.task, "domain": cell.domain,
                 "fraction": cell.fraction, "seed": cell.seed, "device": str(self.device),
-                "precision": self.precision, "versions": res.versions(),
+                "precision": self.precision, "compile": self.config.compile, "versions": res.versions(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    def cell_result(self, cell: Cell) -> dict[str, Any]:
+        """Train and evaluate one cell; a failure becomes a ``failed`` result, not an exception."""
         try:
-            result = {**base, "status": "ok", **self.evaluate_cell(cell)}
+            return {**self.result_header(cell), "status": "ok", **self.evaluate_cell(cell)}
         except (KDBenchError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - a failing cell is recorded; the grid continues
-            msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
             dev.release_memory(exc)
-            result = {**base, "status": "failed", "error": msg, "traceback": traceback.format_exc()}
-            self.summary.failed.append((cell.key, msg))
-        else:
-            self.summary.ok += 1
-        res.atomic_write_json(self.cell_path(cell), result)
-        if pm is not None:
-            pm.hook.kdbench_cell_finish(cell=cell, result=result)
-        self.reporter.cell_end(cell, result["status"], time.perf_counter() - start)
+            return self.failed_result(cell, f"{type(exc).__name__}: {exc}".splitlines()[0],
+                                      traceback.format_exc())
 
     def task_state(self, name: str) -> TaskState:
         if name not in self.tasks:
@@ -202,11 +228,18 @@ class Runner:
                                                                        self.config.cache_path()))
         return self.tasks[name]
 
+    def cell_domains(self, cell: Cell) -> dict[str, DomainData]:
+        """Every domain's splits as the cell sees them (its fraction applied)."""
+        return apply_fraction(self.task_state(cell.task).domains, cell.domain, cell.fraction, cell.seed,
+                              self.config.fraction_all_domains)
+
+    def teacher_requests(self, cell: Cell) -> list[tuple[str, str]]:
+        return self.methods[cell.method].teacher_requests(cell.domain, list(self.cell_domains(cell)))
+
     def evaluate_cell(self, cell: Cell) -> dict[str, Any]:
         state = self.task_state(cell.task)
         method = self.methods[cell.method]
-        domains = apply_fraction(state.domains, cell.domain, cell.fraction, cell.seed,
-                                 self.config.fraction_all_domains)
+        domains = self.cell_domains(cell)
         used: dict[str, dict[str, Any]] = {}
         self._teacher_seconds = 0.0
 
@@ -220,7 +253,8 @@ class Runner:
                          profile=self.profile, device=self.device, precision=self.precision,
                          get_teacher=get_handle, build_student=lambda: self.build_student(state, cell.seed),
                          tokenize=tokenize, progress=self.reporter.cell_progress,
-                         workdir=self.config.results_dir, reuse=self.config.reuse)
+                         workdir=self.config.results_dir, reuse=self.config.reuse,
+                         compile=self.config.compile)
         dev.seed_everything(cell.seed)
         t0 = time.perf_counter()
         fit = method.fit(ctx)
@@ -275,7 +309,8 @@ class Runner:
                               domains=domains, seed=seed, profile=self.profile, device=self.device,
                               precision=self.precision,
                               tokenize=lambda ex: state.tokenize(tuple(ex), self.profile.max_len),
-                              vocab_size=len(state.tokenizer), progress=self.reporter.cell_progress)
+                              vocab_size=len(state.tokenizer), progress=self.reporter.cell_progress,
+                              compile=self.config.compile)
 
     def teacher(self, kind_name: str, domain: str, state: TaskState, domains: Mapping[str, DomainData],
                 seed: int, used: dict[str, dict[str, Any]]) -> TeacherHandle:
@@ -286,6 +321,32 @@ class Runner:
         Teachers with identical keys (e.g. one mix teacher for every target at fraction 1.0) are
         therefore trained once.
         """
+        kind, ctx, key = self.teacher_key(kind_name, domain, state, domains, seed)
+        folder = self.teachers_root / key
+        meta = res.read_json(folder / "meta.json")
+        head = kind.head_for(domain)
+        if key in self.teachers and self.config.reuse:
+            self.teachers.move_to_end(key)
+            handle = self.teachers[key]
+        else:
+            handle = None
+            with dev.preserved_rng():  # the cell's random state must not depend on where the teacher came from
+                if meta is not None and (folder / "model.safetensors").exists() and self.config.reuse:
+                    handle = self._load_teacher(kind, ctx, folder)
+                if handle is None:
+                    handle, meta = self._train_teacher(kind, kind_name, ctx, folder, key)
+            self.teachers[key] = handle
+            while len(self.teachers) > 4:
+                self.teachers.popitem(last=False)
+        assert meta is not None and handle is not None
+        used[key] = {"key": key, "kind": kind_name, "domains": list(ctx.train_domains),
+                     "train_seconds": meta["train_seconds"], "params": meta["params"],
+                     "dev_accuracy": meta.get("dev_accuracy"), "head": head}
+        return TeacherHandle(handle.model, head, key)
+
+    def teacher_key(self, kind_name: str, domain: str, state: TaskState, domains: Mapping[str, DomainData],
+                    seed: int) -> tuple[Teacher, TeacherContext, str]:
+        """The teacher kind, its context and the content hash that names the trained teacher."""
         kind = self.registry.teachers.get(kind_name)()
         ctx = self.teacher_context(kind, domain, state, domains, seed)
         p = self.profile
@@ -295,26 +356,7 @@ class Runner:
             "task": state.task.name, "task_version": state.task.version,
             "data": {d: domains[d].split_hash() + res.config_hash([e.id for e in domains[d].train])
                      for d in ctx.train_domains}})
-        folder = self.config.results_dir / "teachers" / key
-        meta = res.read_json(folder / "meta.json")
-        head = kind.head_for(domain)
-        if key in self.teachers and self.config.reuse:
-            self.teachers.move_to_end(key)
-            handle = self.teachers[key]
-        else:
-            handle = None
-            if meta is not None and (folder / "model.safetensors").exists() and self.config.reuse:
-                handle = self._load_teacher(kind, ctx, folder)
-            if handle is None:
-                handle, meta = self._train_teacher(kind, kind_name, ctx, folder, key)
-            self.teachers[key] = handle
-            while len(self.teachers) > 4:
-                self.teachers.popitem(last=False)
-        assert meta is not None and handle is not None
-        used[key] = {"key": key, "kind": kind_name, "domains": list(ctx.train_domains),
-                     "train_seconds": meta["train_seconds"], "params": meta["params"],
-                     "dev_accuracy": meta.get("dev_accuracy"), "head": head}
-        return TeacherHandle(handle.model, head, key)
+        return kind, ctx, key
 
     def _load_teacher(self, kind: Teacher, ctx: TeacherContext, folder: Path) -> TeacherHandle | None:
         from safetensors.torch import load_file

@@ -87,7 +87,8 @@ def train(model: KDModel, train_data: Encoded, loss_fn: Callable[[dict[str, torc
           cfg: TrainConfig, *, batch_size: int, eval_batch_size: int, device: torch.device,
           precision: str, seed: int, dev_data: Encoded | None = None, head: str = "main",
           params: Iterable[torch.nn.Parameter] | None = None, progress: ProgressFn | None = None,
-          stage: str = "train", score_fn: Callable[[KDModel], float] | None = None) -> FitResult:
+          stage: str = "train", score_fn: Callable[[KDModel], float] | None = None,
+          compile: bool = False) -> FitResult:
     """Train ``model`` by minimising ``loss_fn``; return it with its best dev checkpoint loaded.
 
     ``params`` (default: all of the model's) lets a loss own extra trainable modules, such as the
@@ -99,6 +100,8 @@ def train(model: KDModel, train_data: Encoded, loss_fn: Callable[[dict[str, torc
     epoch's weights are returned (e.g. TinyBERT's stage 1, which has no classifier signal).
     """
     model.to(device).train()
+    if compile:
+        dev.compile_model(model)
     # Order of batches is drawn from its own RNG so that data order is identical across methods.
     rng = random.Random(f"kdbench-batches/{seed}/{stage}")
     steps_per_epoch = math.ceil(len(train_data) / batch_size)
@@ -234,7 +237,7 @@ def train_student(ctx: FitContext, student: KDModel, loss_fn: Callable[[dict[str
                  cfg, batch_size=p.batch_size, eval_batch_size=p.eval_batch_size, device=ctx.device,
                  precision=ctx.precision, seed=ctx.seed,
                  dev_data=ctx.tokenize(ctx.data.dev) if select_on_dev else None,
-                 params=params, progress=ctx.progress, stage=stage, **kw)
+                 params=params, progress=ctx.progress, stage=stage, compile=ctx.compile, **kw)
 
 
 def cross_entropy(batch: Mapping[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
@@ -250,4 +253,4 @@ def train_teacher(ctx: TeacherContext, model: KDModel,
     return train(model, train_data, loss_fn, p.teacher_train, batch_size=p.batch_size,
                  eval_batch_size=p.eval_batch_size, device=ctx.device, precision=ctx.precision,
                  seed=ctx.seed, dev_data=dev_data, head=head, progress=ctx.progress, stage=stage,
-                 score_fn=score_fn)
+                 score_fn=score_fn, compile=ctx.compile)

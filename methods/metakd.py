@@ -363,6 +363,10 @@ class MetaKD(Method):
     needs_hidden = True
     Config = MetaKDConfig
 
+    def teacher_requests(self, target: str, domains: Sequence[str]) -> list[tuple[str, str]]:
+        assert isinstance(self.config, MetaKDConfig)
+        return [(self.config.teacher_kind, target)]
+
     def fit(self, ctx: FitContext) -> FitResult:
         cfg = self.config
         assert isinstance(cfg, MetaKDConfig)
@@ -415,11 +419,16 @@ class MetaTeacherRow(TeacherRow):
     teacher = "meta"
     Config = MetaTeacherRowConfig
 
-    def fit(self, ctx: FitContext) -> FitResult:
+    def kind(self) -> str:
         c = self.config
         assert isinstance(c, MetaTeacherRowConfig)
-        handle = ctx.teacher(meta_teacher_kind(c.use_prototype_weights, c.use_domain_corruption,
-                                               c.prototype_include_padding))
+        return meta_teacher_kind(c.use_prototype_weights, c.use_domain_corruption, c.prototype_include_padding)
+
+    def teacher_requests(self, target: str, domains: Sequence[str]) -> list[tuple[str, str]]:
+        return [(self.kind(), target)]
+
+    def fit(self, ctx: FitContext) -> FitResult:
+        handle = ctx.teacher(self.kind())
         return FitResult(model=handle.model, head=handle.head)
 
 

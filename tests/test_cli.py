@@ -46,6 +46,10 @@ BAD = [
     (["run", "--methods", "student", "--set", "kd.alpha=0.1"], "not in --methods"),
     (["run", "--config", "/nonexistent/run.yaml"], "config file not found"),
     (["table", "/nonexistent/results"], "not a results directory"),
+    (["run", "--executor", "dask"], "--executor: 'dask' is not one of local, ray"),
+    (["run", "--ray-num-cpus", "2"], "only applies with --executor ray"),  # conflicting options
+    (["run", "--executor", "ray", "--ray-num-cpus", "-1"], "must be at least 0"),
+    (["run", "--executor", "ray", "--ray-max-retries", "many"], "not a number"),
     (["frobnicate"], "invalid choice"),
 ]
 BAD = [b for b in BAD if b[1] is not None]
@@ -72,6 +76,17 @@ class _nullctx:
 
     def __exit__(self, *a):
         return False
+
+
+def test_executor_ray_without_ray_says_how_to_install(monkeypatch, capsys, tmp_path):
+    from kdbench import ray_executor
+
+    real = ray_executor.importlib.util.find_spec
+    monkeypatch.setattr(ray_executor.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ray" else real(name, *a))
+    code, _, err = run_cli(["run", *TINY, "--executor", "ray", "--results-dir", str(tmp_path / "r")], capsys)
+    assert code == 2 and "pip install 'kdbench[ray]'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
 def test_missing_data_says_where_it_looked(tmp_path, capsys):

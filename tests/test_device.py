@@ -30,3 +30,19 @@ def test_setup_sets_torch_threads(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_compile_model_in_place_keeps_outputs_and_state_dict_keys():
+    from kdbench.config import resolve_profile
+    from kdbench.modeling import load_model
+
+    torch.manual_seed(0)
+    model = load_model("tiny:L2-H32-A4", 2, profile=resolve_profile("tiny"), role="student", vocab_size=50).eval()
+    ids = torch.randint(1, 50, (3, 7))
+    mask = torch.ones_like(ids)
+    before = model(input_ids=ids, attention_mask=mask).logits
+    keys = list(model.state_dict())
+    device.compile_model(model, backend="eager")  # the real path, minus the C++ toolchain inductor needs
+    device.compile_model(model, backend="eager")  # idempotent
+    assert list(model.state_dict()) == keys  # checkpoints stay loadable into uncompiled models
+    assert torch.allclose(model(input_ids=ids, attention_mask=mask).logits, before, atol=1e-6)

@@ -73,3 +73,17 @@ def test_non_finite_loss_names_the_step():
     pending = [torch.tensor(1.0), torch.tensor(float("inf")), torch.tensor(2.0)]
     with pytest.raises(trainer.NonFiniteLossError, match="non-finite loss at step 9"):
         trainer._sync(pending, step=10)
+
+
+def test_compile_flag_compiles_the_trained_model_once(monkeypatch):
+    seen = []
+    monkeypatch.setattr(trainer.dev, "compile_model", lambda m: seen.append(m))
+    model = tiny()
+    trainer.train(model, enc(), lambda b: trainer.cross_entropy(b, trainer.forward(model, b).logits),
+                  TrainConfig(epochs=1, lr=1e-3), batch_size=8, eval_batch_size=16, device=torch.device("cpu"),
+                  precision="fp32", seed=0, compile=True)
+    assert seen == [model]
+    trainer.train(model, enc(), lambda b: trainer.cross_entropy(b, trainer.forward(model, b).logits),
+                  TrainConfig(epochs=1, lr=1e-3), batch_size=8, eval_batch_size=16, device=torch.device("cpu"),
+                  precision="fp32", seed=0)
+    assert seen == [model]  # compile=False (the default) leaves the model alone
