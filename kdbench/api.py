@@ -147,6 +147,8 @@ class FitContext:
     reuse: bool = True
     #: torch.compile the models the shared loop trains (``--compile``)
     compile: bool = False
+    #: memory budget for a teacher's cached hidden states and attention scores (``--teacher-cache-mb``)
+    teacher_cache_mb: float = 2048.0
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -51,6 +51,8 @@ def build_parser() -> Parser:
                    help="retrain teachers in every cell and cache nothing (to measure what reuse saves)")
     r.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the models being trained (worth it on GPU for long runs)")
+    r.add_argument("--teacher-cache-mb", help="memory budget (MiB) for caching a teacher's hidden states "
+                   "and attention scores within a cell (default: 2048; 0 turns it off)")
     r.add_argument("--executor", help="local (this process, default) or ray (teachers and cells as Ray tasks)")
     r.add_argument("--ray-address", help="Ray cluster to join: auto, or ray://HOST:PORT (default: start one here)")
     r.add_argument("--ray-num-cpus", help="CPUs per Ray task (default: 1)")

@@ -208,6 +208,9 @@ class RunConfig:
     reuse: bool = True
     #: torch.compile the models being trained (no change to results, so not part of the cell hash)
     compile: bool = False
+    #: a teacher's hidden states and attention scores on a cell's train set are kept in memory when
+    #: their estimated size fits this budget (MiB), else recomputed in every step
+    teacher_cache_mb: float = 2048.0
     #: ``local`` (this process) or ``ray`` (teachers and cells as Ray tasks; see kdbench.ray_executor)
     executor: str = "local"
     ray_address: str | None = None  # None: start a local Ray instance; "auto": join the running cluster
@@ -250,7 +253,7 @@ class RunConfig:
                 raise KDBenchError(f"--precision: {val!r} is not one of {', '.join(PRECISIONS)}")
             elif key == "executor" and val not in EXECUTORS:
                 raise KDBenchError(f"--executor: {val!r} is not one of {', '.join(EXECUTORS)}")
-            elif key in ("ray_num_cpus", "ray_num_gpus"):
+            elif key in ("ray_num_cpus", "ray_num_gpus", "teacher_cache_mb"):
                 val = _number(val, key, float, minimum=0.0)
             elif key == "ray_max_retries":
                 val = _number(val, key, int, minimum=0.0)

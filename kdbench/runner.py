@@ -205,7 +205,8 @@ class Runner:
         return {"schema": res.SCHEMA_VERSION, "config": config, "config_hash": res.config_hash(config),
                 "method": cell.method, "task": cell.task, "domain": cell.domain,
                 "fraction": cell.fraction, "seed": cell.seed, "device": str(self.device),
-                "precision": self.precision, "compile": self.config.compile, "versions": res.versions(),
+                "precision": self.precision, "compile": self.config.compile,
+                "teacher_cache_mb": self.config.teacher_cache_mb, "versions": res.versions(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
     def cell_result(self, cell: Cell) -> dict[str, Any]:
@@ -254,7 +255,7 @@ class Runner:
                          get_teacher=get_handle, build_student=lambda: self.build_student(state, cell.seed),
                          tokenize=tokenize, progress=self.reporter.cell_progress,
                          workdir=self.config.results_dir, reuse=self.config.reuse,
-                         compile=self.config.compile)
+                         compile=self.config.compile, teacher_cache_mb=self.config.teacher_cache_mb)
         dev.seed_everything(cell.seed)
         t0 = time.perf_counter()
         fit = method.fit(ctx)

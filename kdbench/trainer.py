@@ -194,6 +194,79 @@ def distill(ctx: FitContext, method: Method) -> FitResult:
                          train_data=train_data)
 
 
+def layer_outputs_bytes(model: KDModel, enc: Encoded, bytes_per_value: int = 4) -> int:
+    """Estimated size of a teacher's hidden states and attention scores on every example of ``enc``."""
+    layers, hidden = model.num_layers, model.hidden_size
+    heads = int(model.config.num_attention_heads)
+    return sum(((layers + 1) * n * hidden + layers * heads * n * n) * bytes_per_value
+               for n in map(len, enc.input_ids))
+
+
+class CachedTeacher:
+    """A :class:`TeacherHandle` whose layer outputs on one training set are computed once.
+
+    Intermediate-layer losses (TinyBERT's stage 1, PKD) read the teacher's hidden states and
+    attention scores in every step of every epoch. A frozen eval-mode teacher returns the same values
+    each time, so they are computed in one pass and kept in memory, each example trimmed to its own
+    length and zero-padded to the batch's width when served: the losses mask padding, so the padded
+    values never count. This happens only when :func:`layer_outputs_bytes` fits the budget
+    (``--teacher-cache-mb``); otherwise, and for anything but this set's layer outputs, every call
+    runs the teacher. Served values equal recomputed ones up to float noise (tested to 1e-5).
+    """
+
+    def __init__(self, handle: TeacherHandle, enc: Encoded, *, device: torch.device, precision: str,
+                 batch_size: int, budget_mb: float) -> None:
+        self.handle, self.enc, self.device, self.precision = handle, enc, device, precision
+        self.model, self.head, self.key, self.batch_size = handle.model, handle.head, handle.key, batch_size
+        self.bytes = layer_outputs_bytes(handle.model, enc)
+        self.enabled = self.bytes <= budget_mb * 2**20
+        self._rows: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]] | None = None
+
+    def __call__(self, batch: Mapping[str, torch.Tensor], output_hidden: bool = False,
+                 head: str | None = None) -> ModelOutput:
+        if not (output_hidden and self.enabled and (head or self.head) == self.head):
+            return self.handle(batch, output_hidden, head)
+        rows = self._fill()
+        width = batch["input_ids"].shape[1]
+        picked = [rows[i] for i in batch["index"].tolist()]
+
+        hidden = torch.stack([torch.nn.functional.pad(r[2], (0, 0, 0, width - r[2].shape[1])) for r in picked])
+        scores = torch.stack([torch.nn.functional.pad(r[3], (0, width - r[3].shape[-1], 0, width - r[3].shape[-2]))
+                              for r in picked])
+        pooled = [r[1] for r in picked]
+        return ModelOutput(
+            logits=torch.stack([r[0] for r in picked]).to(self.device),
+            pooled=None if pooled[0] is None else torch.stack(pooled).to(self.device),
+            hidden_states=tuple(hidden.to(self.device).unbind(1)),
+            attention_scores=list(scores.to(self.device).unbind(1)))
+
+    @torch.no_grad()
+    def _fill(self) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]]:
+        if self._rows is not None:
+            return self._rows
+        rows: list[Any] = [None] * len(self.enc)
+        for batch in batches(self.enc, self.batch_size):
+            b = dev.to_device(batch, self.device)
+            with dev.autocast(self.device, self.precision):
+                out = self.handle(b, output_hidden=True)
+            assert out.hidden_states is not None and out.attention_scores is not None
+            lengths = batch["attention_mask"].sum(1).tolist()  # padding is on the right
+            for j, (i, n) in enumerate(zip(batch["index"].tolist(), lengths, strict=True)):
+                rows[i] = (out.logits[j].cpu(), None if out.pooled is None else out.pooled[j].cpu(),
+                           torch.stack([h[j, :n] for h in out.hidden_states]).cpu(),
+                           torch.stack([a[j, :, :n, :n] for a in out.attention_scores]).cpu())
+        self._rows = rows
+        return rows
+
+
+def cached_teacher(ctx: FitContext, teacher: TeacherHandle, enc: Encoded) -> TeacherHandle | CachedTeacher:
+    """``teacher`` with its layer outputs on ``enc`` cached in memory when they fit the budget."""
+    if not ctx.reuse:
+        return teacher
+    return CachedTeacher(teacher, enc, device=ctx.device, precision=ctx.precision,
+                         batch_size=ctx.profile.eval_batch_size, budget_mb=ctx.teacher_cache_mb)
+
+
 def teacher_logits(ctx: FitContext, teacher: TeacherHandle, enc: Encoded) -> torch.Tensor:
     """Logits (N, C) of a frozen teacher on ``enc``, computed once and memory-mapped from disk.
 

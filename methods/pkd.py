@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from kdbench import hookimpl
 from kdbench.api import FitContext, FitResult, Method, MethodConfig
 from kdbench.losses import kd_kl_per_example, pkd_layer_map, pkd_patient_loss
-from kdbench.trainer import forward, train_student
+from kdbench.trainer import cached_teacher, forward, train_student
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -153,8 +153,10 @@ class PKD(Method):
             projection = torch.nn.Linear(student.hidden_size, teacher.model.hidden_size).to(ctx.device)
             params += list(projection.parameters())
 
+        layers = cached_teacher(ctx, teacher, ctx.tokenize(ctx.data.train))  # same values every epoch
+
         def loss_fn(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            t_out = teacher(batch, output_hidden=True)
+            t_out = layers(batch, output_hidden=True)
             return self.loss(batch, forward(student, batch, output_hidden=True), t_out, projection)
 
         fit = train_student(ctx, student, loss_fn, ctx.profile.student_train, stage=self.name, params=params)

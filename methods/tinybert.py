@@ -42,7 +42,7 @@ from torch import nn
 from kdbench import hookimpl
 from kdbench.api import FitContext, FitResult, Method, MethodConfig
 from kdbench.losses import attention_mse, hidden_mse, soft_cross_entropy, tinybert_layer_map
-from kdbench.trainer import forward, teacher_logits, train_student
+from kdbench.trainer import cached_teacher, forward, teacher_logits, train_student
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -163,9 +163,10 @@ def tinybert_distill(ctx: FitContext, teacher: TeacherHandle, config: TinyBERTCo
     """TinyBERT task distillation of a fresh student from ``teacher`` on the target domain."""
     student = ctx.build_student()
     distiller = LayerDistiller(student, teacher.model).to(ctx.device)
+    layers = cached_teacher(ctx, teacher, ctx.tokenize(ctx.data.train))  # stage 1 reads them every epoch
 
     def loss1(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        t_out = teacher(batch, output_hidden=True)
+        t_out = layers(batch, output_hidden=True)
         s_out = forward(student, batch, output_hidden=True)
         hid, att = distiller.terms(s_out, t_out, batch["attention_mask"])
         return (hid + att).mean()

@@ -87,3 +87,39 @@ def test_compile_flag_compiles_the_trained_model_once(monkeypatch):
                   TrainConfig(epochs=1, lr=1e-3), batch_size=8, eval_batch_size=16, device=torch.device("cpu"),
                   precision="fp32", seed=0)
     assert seen == [model]  # compile=False (the default) leaves the model alone
+
+
+def test_cached_teacher_serves_the_recomputed_layer_outputs_and_respects_the_budget():
+    from kdbench.data import batches
+
+    teacher = trainer.TeacherHandle(tiny(1))
+    data = enc(n=30)
+    cpu = torch.device("cpu")
+    cached = trainer.CachedTeacher(teacher, data, device=cpu, precision="fp32", batch_size=7, budget_mb=64)
+    assert cached.enabled and cached.bytes == trainer.layer_outputs_bytes(teacher.model, data)
+    calls = []
+    real_forward = teacher.model.forward
+    teacher.model.forward = lambda *a, **k: calls.append(1) or real_forward(*a, **k)
+    for _ in range(2):  # two "epochs" of differently composed, differently padded batches
+        for batch in batches(data, 5, __import__("random").Random(3)):
+            got = cached(batch, output_hidden=True)
+            want = real_forward(**{k: batch[k] for k in trainer.INPUTS}, output_hidden=True, output_scores=True)
+            mask = batch["attention_mask"].bool()
+            assert torch.allclose(got.logits, want.logits, atol=1e-5)
+            for g, w in zip(got.hidden_states, want.hidden_states, strict=True):
+                assert g.shape == w.shape and torch.allclose(g[mask], w[mask], atol=1e-5)
+            pair = mask[:, None, :, None] & mask[:, None, None, :]
+            for g, w in zip(got.attention_scores, want.attention_scores, strict=True):
+                assert g.shape == w.shape
+                assert torch.allclose(g.masked_fill(~pair, 0), w.masked_fill(~pair, 0), atol=1e-5)
+    assert len(calls) == 5  # one pass over the 30 examples in batches of 7, then never again
+    calls.clear()
+    cached(next(batches(data, 5)), output_hidden=False)  # logits only: not served from the layer cache
+    assert len(calls) == 1
+
+    tight = trainer.CachedTeacher(teacher, data, device=cpu, precision="fp32", batch_size=7,
+                                  budget_mb=cached.bytes / 2**20 / 2)
+    assert not tight.enabled  # over budget: every call runs the teacher
+    calls.clear()
+    tight(next(batches(data, 5)), output_hidden=True)
+    assert len(calls) == 1 and tight._rows is None
