@@ -29,6 +29,8 @@ Every method registered with kdbench, built-in or third-party, should pass::
    logging window) is larger than the last one. Exempt: methods that declare a teacher and log no
    loss at all, i.e. rows that evaluate an already trained teacher (``teacher``, ``teacher:mix``, ...)
    and train nothing themselves. A method without a teacher that logs no loss fails.
+4. **it declares the teachers it uses**: the teachers ``fit`` asked for are exactly those of
+   ``Method.teacher_requests`` (which ``--executor ray`` trains before the cell starts).
 
 The default task is :class:`ToyTask` (``task="toy"``): a synthetic two-domain sentiment task generated
 in memory, learnable by the tiny models within a few dozen steps, so the whole kit runs in seconds
@@ -121,7 +123,7 @@ def toy_plugin() -> Any:
 # ---------------------------------------------------------------------------------------- reports
 @dataclass
 class CheckResult:
-    name: str  # "result", "deterministic", "loss-decreases"
+    name: str  # "result", "deterministic", "loss-decreases", "teacher-requests"
     cell: str  # the cell key it was checked on
     ok: bool
     detail: str = ""
@@ -233,6 +235,7 @@ def check_method(method_name: str, *, results_dir: Path | str, task: str = "toy"
         report.results[domain] = result
         _check_result(report, cell.key, result, state.domains[domain], task_cls.labels, method_cls.teacher)
         _check_losses(report, cell.key, result, method_cls.teacher)
+        _check_teacher_requests(report, runner, cell, result)
 
     first = cells[doms[0]]
     if determinism and report.results[doms[0]].get("status") == "ok":
@@ -342,6 +345,21 @@ def _check_losses(report: ConformanceReport, key: str, result: Mapping[str, Any]
         ok = losses[0] > losses[-1]
         report.checks.append(CheckResult("loss-decreases", key, ok,
                                          f"first {losses[0]:.6g} {'>' if ok else '<='} last {losses[-1]:.6g}"))
+
+
+def _check_teacher_requests(report: ConformanceReport, runner: Any, cell: Any, result: Mapping[str, Any]) -> None:
+    """The teachers ``fit`` used are exactly the ones ``teacher_requests`` declares (Ray trains those first)."""
+    if result.get("status") != "ok":
+        return
+    state, domains = runner.task_state(cell.task), runner.cell_domains(cell)
+    declared = {runner.teacher_key(kind, dom, state, domains, cell.seed)[2]
+                for kind, dom in runner.teacher_requests(cell)}
+    used = {t["key"] for t in result.get("teachers", [])}
+    report.checks.append(CheckResult(
+        "teacher-requests", cell.key, declared == used,
+        f"{len(used)} teacher(s), as declared" if declared == used else
+        f"teacher_requests() declares {sorted(declared)} but fit() used {sorted(used)}: override "
+        "Method.teacher_requests to match"))
 
 
 def _check_same(report: ConformanceReport, key: str, old: Mapping[str, Any], new: Mapping[str, Any],

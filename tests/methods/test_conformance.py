@@ -41,7 +41,7 @@ def test_method_conforms(method, shared_results, data_dir, cache_dir, tmp_path):
                           rerun_dir=tmp_path / "rerun", **AMAZON)
     print(report.summary())
     report.assert_ok()
-    assert {c.name for c in report.checks} == {"result", "deterministic", "loss-decreases"}
+    assert {c.name for c in report.checks} == {"result", "deterministic", "loss-decreases", "teacher-requests"}
 
 
 def test_every_builtin_method_is_collected():
@@ -110,10 +110,30 @@ class _Liar(Method):
                              ctx.profile.student_train, stage=self.name)
 
 
+class _Greedy(Method):
+    """Also asks for another domain's teacher without declaring it in teacher_requests()."""
+
+    name = "conformance-greedy"
+    description = "uses an undeclared teacher on purpose"
+    teacher = "single"
+
+    def fit(self, ctx: FitContext) -> FitResult:
+        own = ctx.teacher()
+        other = ctx.teacher("single", next(d for d in ctx.domains if d != ctx.target))
+        student = ctx.build_student()
+
+        def loss_fn(b):
+            with torch.no_grad():
+                target = (own(b).logits + other(b).logits).softmax(-1)
+            return torch.nn.functional.cross_entropy(forward(student, b).logits, target)
+
+        return train_student(ctx, student, loss_fn, ctx.profile.student_train, stage=self.name)
+
+
 class _Plugin:
     @hookimpl
     def kdbench_register_methods(self):
-        return [_Flaky, _Stuck, _Liar]
+        return [_Flaky, _Stuck, _Liar, _Greedy]
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +152,7 @@ def by_name(report):
 def test_kit_passes_the_student_on_the_toy_task(toy_results, cache_dir, tmp_path):
     report = run_toy("student", toy_results, cache_dir, rerun_dir=tmp_path / "rerun")
     report.assert_ok()
-    assert len(report.checks) == 5  # result + loss for 2 domains, determinism for the first
+    assert len(report.checks) == 7  # result, loss, teacher-requests for 2 domains; determinism for the first
     assert all(r["metrics"]["test_accuracy"] > 75 for r in report.results.values())  # it is learnable
 
 
@@ -156,3 +176,10 @@ def test_kit_catches_a_misdeclared_teacher(toy_results, cache_dir):
     checks = by_name(run_toy("conformance-liar", toy_results, cache_dir, domains=("garden",), determinism=False))
     assert not checks[("result", "garden")].ok
     assert "declares teacher 'single' but used none" in checks[("result", "garden")].detail
+
+
+def test_kit_catches_an_undeclared_teacher(toy_results, cache_dir):
+    checks = by_name(run_toy("conformance-greedy", toy_results, cache_dir, domains=("garden",), determinism=False))
+    assert checks[("result", "garden")].ok
+    assert not checks[("teacher-requests", "garden")].ok
+    assert "override Method.teacher_requests" in checks[("teacher-requests", "garden")].detail
