@@ -105,7 +105,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
     from kdbench.config import RunConfig
+
+    # A shell starts background jobs with SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: restore it, so that `kill -INT` always stops a run cleanly (exit 130).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     cli: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     config = RunConfig.from_sources(cli, args.config)

@@ -34,9 +34,18 @@ def cells(results: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def local_ray():
+    # One torch thread in this process and in every worker (they inherit the environment at
+    # ray.init): reductions then run in the same order, so loss curves match bit for bit. With
+    # different thread counts, metrics and predictions still match, losses only to ~1e-6.
+    before = os.environ.get("KDBENCH_THREADS")
+    os.environ["KDBENCH_THREADS"] = "1"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+    if before is None:
+        del os.environ["KDBENCH_THREADS"]
+    else:
+        os.environ["KDBENCH_THREADS"] = before
 
 
 def test_ray_grid_matches_local_then_resumes_one_cell(tmp_path, data_dir, cache_dir, local_ray):
