@@ -106,12 +106,16 @@ class KDModel(nn.Module):
             self._scores = None
         return out, scores
 
+    def head_input(self, pooled: torch.Tensor) -> torch.Tensor:
+        """What the classification heads read: dropout of the pooled output, as in BERT."""
+        return self.dropout(pooled)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, head: str = "main",
                 output_hidden: bool = False, output_scores: bool = False) -> ModelOutput:
         out, scores = self.encode(input_ids, attention_mask, token_type_ids, output_hidden, output_scores)
         pooled = out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, 0]
-        logits = self.heads[head](self.dropout(pooled))
+        logits = self.heads[head](self.head_input(pooled))
         return ModelOutput(logits=logits, pooled=pooled,
                            hidden_states=out.hidden_states if output_hidden else None,
                            attention_scores=scores)

@@ -75,7 +75,7 @@ from kdbench.losses import (
     meta_teacher_loss,
     prototype_scores,
 )
-from kdbench.modeling import KDModel, ModelOutput, load_model, parse_tiny
+from kdbench.modeling import KDModel, load_model, parse_tiny
 from kdbench.results import config_hash
 from kdbench.trainer import INPUTS, forward, train_teacher
 from kdbench_methods.mix import pooled
@@ -134,16 +134,9 @@ class MetaTeacherModel(KDModel):
         self.domain_classifier = nn.Linear(self.hidden_size, n_domains)
         _bert_init(self.domain_classifier, std)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None, head: str = "main",
-                output_hidden: bool = False, output_scores: bool = False) -> ModelOutput:
-        out, scores = self.encode(input_ids, attention_mask, token_type_ids, output_hidden, output_scores)
-        pooled_out = out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, 0]
+    def head_input(self, pooled: torch.Tensor) -> torch.Tensor:
         # reference: logits = classifier(relu(pooled_output)), no dropout before the classifier
-        logits = self.heads[head](torch.relu(pooled_out))
-        return ModelOutput(logits=logits, pooled=pooled_out,
-                           hidden_states=out.hidden_states if output_hidden else None,
-                           attention_scores=scores)
+        return torch.relu(pooled)
 
     def domain_features(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor,
                         domain_ids: torch.Tensor) -> torch.Tensor:

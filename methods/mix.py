@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kdbench import hookimpl
-from kdbench.api import FitContext, FitResult, Method, Teacher, TeacherContext
+from kdbench.api import FitResult, Method, Teacher, TeacherContext
 from kdbench.trainer import cross_entropy, forward, train_teacher
 from kdbench_methods.teacher import TeacherRow
-from kdbench_methods.tinybert import TinyBERTConfig, tinybert_distill
+from kdbench_methods.tinybert import TinyBERT
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -45,16 +45,12 @@ class MixTeacher(Teacher):
                              stage="teacher:mix")
 
 
-class Mix(Method):
+class Mix(TinyBERT):
+    """TinyBERT's task distillation, unchanged, from another teacher."""
+
     name = "mix"
     description = "TinyBERT distillation from the mix teacher (BERT_B-mix → student)"
     teacher = "mix"
-    needs_hidden = True
-    Config = TinyBERTConfig
-
-    def fit(self, ctx: FitContext) -> FitResult:
-        assert isinstance(self.config, TinyBERTConfig)
-        return tinybert_distill(ctx, ctx.teacher(self.teacher), self.config, stage=self.name)
 
 
 class MixTeacherRow(TeacherRow):

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from kdbench import hookimpl
-from kdbench.api import FitContext, FitResult, Method, Teacher, TeacherContext
+from kdbench.api import FitResult, Method, Teacher, TeacherContext
 from kdbench.losses import cross_entropy_per_example
 from kdbench.trainer import forward, predict, train_teacher
 from kdbench_methods.mix import pooled
 from kdbench_methods.teacher import TeacherRow
-from kdbench_methods.tinybert import TinyBERTConfig, tinybert_distill
+from kdbench_methods.tinybert import TinyBERT
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -79,16 +79,12 @@ class MTLTeacher(Teacher):
                              score_fn=lambda m: pooled_dev_accuracy(m, ctx, heads))
 
 
-class MTL(Method):
+class MTL(TinyBERT):
+    """TinyBERT's task distillation, unchanged, from another teacher."""
+
     name = "mtl"
     description = "TinyBERT distillation from the multi-task teacher's target head (BERT_B-mtl → student)"
     teacher = "mtl"
-    needs_hidden = True
-    Config = TinyBERTConfig
-
-    def fit(self, ctx: FitContext) -> FitResult:
-        assert isinstance(self.config, TinyBERTConfig)
-        return tinybert_distill(ctx, ctx.teacher(self.teacher), self.config, stage=self.name)
 
 
 class MTLTeacherRow(TeacherRow):
