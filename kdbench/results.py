@@ -41,8 +41,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@cache
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file under the process umask (mkstemp's own is 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, fsync, rename: readers never see half a file."""
+    """Write to a temporary file in the same directory, fsync, rename: readers never see half a file.
+
+    The file gets the ordinary permissions of a new file, so a results directory shared with
+    colleagues (or Ray workers under another user) stays readable.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -50,6 +62,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
