@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 import time
 import urllib.error
@@ -20,8 +19,6 @@ from kdbench.api import DomainData, Example, KDBenchError
 from kdbench_tasks._split import stratified_holdout
 from kdbench_tasks.amazon import ARCHIVE_URL, DOMAIN_DIRS, AmazonParseError, AmazonTask, parse_reviews
 
-DATA = Path(os.environ.get("KDBENCH_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
-
 #: DomainData.split_hash() of every domain on the published corpus. A change means the data, the
 #: parser or the split changed: bump AmazonTask.version and re-pin, never just re-pin.
 PINNED_HASHES = {
@@ -32,16 +29,6 @@ PINNED_HASHES = {
 }
 #: extra copies of repeated texts per domain (the README's "148 texts repeat within their domain")
 DUPLICATE_COPIES = {"books": 44, "dvd": 46, "electronics": 35, "kitchen": 23}
-
-
-@pytest.fixture(scope="module")
-def data_dir() -> Path:
-    if not (DATA / "amazon" / "sorted_data_acl").is_dir():
-        msg = f"Amazon data not found under {DATA} (set KDBENCH_DATA_DIR)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return DATA
 
 
 @pytest.fixture(scope="module")

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _paths import DATA, need
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kdbench.api import DomainData, Example, KDBenchError
 from kdbench_tasks.mnli import DEV_FILE, TRAIN_FILE, MnliFormatError, MnliTask, parse_jsonl
 
-DATA = Path(os.environ.get("KDBENCH_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
 GENRES = ("fiction", "government", "slate", "telephone", "travel")
 LABEL_IDS = {"entailment": 0, "neutral": 1, "contradiction": 2}
 
@@ -35,12 +34,7 @@ PINNED_HASHES = {
 
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
-    if not (DATA / "mnli" / TRAIN_FILE).is_file():
-        msg = f"MNLI data not found under {DATA} (set KDBENCH_DATA_DIR)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return DATA
+    return need(DATA / "mnli" / TRAIN_FILE, "MNLI data").parents[1]
 
 
 @pytest.fixture(scope="module")
