@@ -78,8 +78,21 @@ def plan(runner: Runner, todo: list[Cell]) -> tuple[dict[str, TeacherJob], dict[
 
 
 # ----------------------------------------------------------------------------------- worker side
-def _worker_runner(config: RunConfig, scratch: Path) -> Runner:
-    """A runner inside a Ray worker: results go to scratch space, teachers to scratch or the shared path."""
+#: The runner of this worker process, kept between its tasks: Ray reuses a worker for many tasks,
+#: and rebuilding the registry, the task's data and tokenizer, reinstalling teachers and recomputing
+#: cached teacher outputs for each one would waste what the local executor keeps for a whole run.
+_WORKER: dict[str, Runner] = {}
+
+
+def _worker_runner(config: RunConfig) -> Runner:
+    """This worker's runner for ``config``: results go to its scratch folder, teachers there too or
+    to the shared path. Made on the worker's first task of a run and reused by the later ones."""
+    key = res.config_hash(dataclasses.asdict(config))
+    if key in _WORKER:
+        return _WORKER[key]
+    import atexit
+    import shutil
+
     import transformers
 
     from kdbench import device as dev
@@ -87,41 +100,46 @@ def _worker_runner(config: RunConfig, scratch: Path) -> Runner:
     from kdbench.runner import Runner
 
     transformers.logging.set_verbosity_error()
+    scratch = Path(tempfile.mkdtemp(prefix="kdbench-ray-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     runner = Runner(dataclasses.replace(config, results_dir=scratch, executor="local"),
                     registry.load(strict=config.strict_plugins))
     if config.ray_shared_dir is not None:
         runner.teachers_root = config.ray_shared_dir / "teachers"
     dev.setup(runner.device)
+    for old in _WORKER.values():  # a worker serves one run at a time: drop an earlier run's scratch
+        shutil.rmtree(old.config.results_dir, ignore_errors=True)
+    _WORKER.clear()
+    _WORKER[key] = runner
     return runner
 
 
 def train_teacher(config: RunConfig, job: TeacherJob) -> dict[str, Any]:
     """Ray task: train one teacher; return its metadata and (without a shared path) its weights."""
-    with tempfile.TemporaryDirectory(prefix="kdbench-ray-") as tmp:
-        runner = _worker_runner(config, Path(tmp))
-        state = runner.task_state(job.cell.task)
-        handle = runner.teacher(job.kind, job.domain, state, runner.cell_domains(job.cell), job.cell.seed, {})
-        assert handle.key == job.key, "teacher key differs between driver and worker (plugin versions?)"
-        folder = runner.teachers_root / job.key
-        payload: dict[str, Any] = {"key": job.key, "meta": res.read_json(folder / "meta.json"),
-                                   "trained": runner.summary.teachers_trained}
-        if config.ray_shared_dir is None:
-            payload["weights"] = (folder / "model.safetensors").read_bytes()
-        return payload
+    runner = _worker_runner(config)
+    trained_before = runner.summary.teachers_trained
+    state = runner.task_state(job.cell.task)
+    handle = runner.teacher(job.kind, job.domain, state, runner.cell_domains(job.cell), job.cell.seed, {})
+    assert handle.key == job.key, "teacher key differs between driver and worker (plugin versions?)"
+    folder = runner.teachers_root / job.key
+    payload: dict[str, Any] = {"key": job.key, "meta": res.read_json(folder / "meta.json"),
+                               "trained": runner.summary.teachers_trained - trained_before}
+    if config.ray_shared_dir is None:
+        payload["weights"] = (folder / "model.safetensors").read_bytes()
+    return payload
 
 
 def compute_cell(config: RunConfig, cell: Cell, *teachers: dict[str, Any]) -> dict[str, Any]:
     """Ray task: install the cell's teachers, then train and evaluate it exactly as locally."""
-    with tempfile.TemporaryDirectory(prefix="kdbench-ray-") as tmp:
-        runner = _worker_runner(config, Path(tmp))
-        for payload in teachers:
-            if "weights" in payload:
-                install_teacher(runner.teachers_root, payload)
-        result = runner.cell_result(cell)
-        import ray
+    runner = _worker_runner(config)
+    for payload in teachers:
+        if "weights" in payload and not (runner.teachers_root / payload["key"] / "meta.json").exists():
+            install_teacher(runner.teachers_root, payload)
+    result = runner.cell_result(cell)
+    import ray
 
-        result["executor"] = {"name": "ray", "node": ray.util.get_node_ip_address()}
-        return result
+    result["executor"] = {"name": "ray", "node": ray.util.get_node_ip_address()}
+    return result
 
 
 def install_teacher(root: Path, payload: dict[str, Any]) -> None:

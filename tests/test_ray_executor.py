@@ -106,3 +106,22 @@ def test_plan_trains_each_teacher_once(tmp_path, data_dir, cache_dir):
     assert {m: len(k) for (m, _), k in by_method.items()} == {"student": 0, "kd": 1, "multiteacher": 4}
     for domain in ("books", "kitchen"):
         assert by_method["kd", domain][0] in by_method["multiteacher", domain]
+
+
+def test_a_worker_keeps_its_runner_and_teachers_between_tasks(tmp_path, data_dir, cache_dir, monkeypatch):
+    """Ray reuses worker processes: a worker's second task of a run finds its runner (data,
+    tokenizer, stored teachers) ready; a task of another run replaces it and removes its scratch."""
+    monkeypatch.setattr(ray_executor, "_WORKER", {})
+    cfg = config(tmp_path / "run", data_dir, cache_dir, executor="ray")
+    worker = ray_executor._worker_runner(cfg)
+    assert ray_executor._worker_runner(cfg) is worker
+    assert worker.config.results_dir != cfg.results_dir  # its own scratch, never the driver's folder
+
+    driver = runner.Runner(cfg, registry.load())
+    job = next(iter(ray_executor.plan(driver, driver.cells)[0].values()))
+    first, second = ray_executor.train_teacher(cfg, job), ray_executor.train_teacher(cfg, job)
+    assert (first["trained"], second["trained"]) == (1, 0)  # the second found it in the scratch
+    assert first["weights"] == second["weights"] and first["meta"] == second["meta"]
+
+    other = ray_executor._worker_runner(config(tmp_path / "other", data_dir, cache_dir, executor="ray"))
+    assert other is not worker and not worker.config.results_dir.exists()
