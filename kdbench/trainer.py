@@ -202,7 +202,7 @@ def layer_outputs_bytes(model: KDModel, enc: Encoded, bytes_per_value: int = 4) 
                for n in map(len, enc.input_ids))
 
 
-class CachedTeacher:
+class CachedTeacher(TeacherHandle):
     """A :class:`TeacherHandle` whose layer outputs on one training set are computed once.
 
     Intermediate-layer losses (TinyBERT's stage 1, PKD) read the teacher's hidden states and
@@ -216,8 +216,8 @@ class CachedTeacher:
 
     def __init__(self, handle: TeacherHandle, enc: Encoded, *, device: torch.device, precision: str,
                  batch_size: int, budget_mb: float) -> None:
-        self.handle, self.enc, self.device, self.precision = handle, enc, device, precision
-        self.model, self.head, self.key, self.batch_size = handle.model, handle.head, handle.key, batch_size
+        super().__init__(handle.model, handle.head, handle.key)
+        self.enc, self.device, self.precision, self.batch_size = enc, device, precision, batch_size
         self.bytes = layer_outputs_bytes(handle.model, enc)
         self.enabled = self.bytes <= budget_mb * 2**20
         self._rows: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]] | None = None
@@ -225,7 +225,7 @@ class CachedTeacher:
     def __call__(self, batch: Mapping[str, torch.Tensor], output_hidden: bool = False,
                  head: str | None = None) -> ModelOutput:
         if not (output_hidden and self.enabled and (head or self.head) == self.head):
-            return self.handle(batch, output_hidden, head)
+            return super().__call__(batch, output_hidden, head)
         rows = self._fill()
         width = batch["input_ids"].shape[1]
         picked = [rows[i] for i in batch["index"].tolist()]
@@ -248,7 +248,7 @@ class CachedTeacher:
         for batch in batches(self.enc, self.batch_size):
             b = dev.to_device(batch, self.device)
             with dev.autocast(self.device, self.precision):
-                out = self.handle(b, output_hidden=True)
+                out = super().__call__(b, output_hidden=True)
             assert out.hidden_states is not None and out.attention_scores is not None
             lengths = batch["attention_mask"].sum(1).tolist()  # padding is on the right
             for j, (i, n) in enumerate(zip(batch["index"].tolist(), lengths, strict=True)):
@@ -259,7 +259,7 @@ class CachedTeacher:
         return rows
 
 
-def cached_teacher(ctx: FitContext, teacher: TeacherHandle, enc: Encoded) -> TeacherHandle | CachedTeacher:
+def cached_teacher(ctx: FitContext, teacher: TeacherHandle, enc: Encoded) -> TeacherHandle:
     """``teacher`` with its layer outputs on ``enc`` cached in memory when they fit the budget."""
     if not ctx.reuse:
         return teacher
