@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -48,10 +49,11 @@ def print_registry(reg: Registry) -> None:
             elif extra == "domains":
                 cells.append(",".join(e.cls.domains))  # type: ignore[attr-defined]
             cells += [e.cls.description, f"{e.dist} ({e.source})"]  # type: ignore[attr-defined]
-            t.add_row(*cells)
+            t.add_row(*map(escape, cells))  # plugin text is shown as written, never as markup
         console.print(t)
     for f in reg.failures:
-        console.print(f"[red]plugin {f.name!r} ({f.dist}) failed to load:[/red] {f.error}")
+        console.print(f"[red]plugin {escape(repr(f.name))} ({escape(str(f.dist))}) failed to load:[/red] "
+                      f"{escape(str(f.error))}")
 
 
 def _rich_cell(entry: Entry, n_max: int) -> Text:
@@ -132,9 +134,9 @@ def tables_text(tables: list[Table]) -> str:
 def print_summary(summary: RunSummary, results_dir: Path) -> None:
     console.print(f"{summary.total} cells: {summary.skipped} already done, {summary.ok} ran ok, "
                   f"{len(summary.failed)} failed; {summary.teachers_trained} teacher(s) trained. "
-                  f"Results: {results_dir}")
+                  f"Results: {escape(str(results_dir))}")
     for key, err in summary.failed:
-        console.print(f"[red]failed[/red] {key}: {err}")
+        console.print(f"[red]failed[/red] {escape(key)}: {escape(err)}")
 
 
 class RichReporter(Reporter):
@@ -155,7 +157,7 @@ class RichReporter(Reporter):
     def cell_start(self, cell: Cell) -> None:
         if self.cell is not None:
             self.progress.remove_task(self.cell)
-        self.cell = self.progress.add_task(cell.describe(), total=None, info="")
+        self.cell = self.progress.add_task(escape(cell.describe()), total=None, info="")
 
     def cell_progress(self, **info: Any) -> None:
         if self.cell is not None:
@@ -164,12 +166,12 @@ class RichReporter(Reporter):
 
     def cell_end(self, cell: Cell, status: str, seconds: float) -> None:
         colour = "green" if status == "ok" else "red"
-        self.progress.console.print(f"[{colour}]{status}[/{colour}] {cell.describe()} ({seconds:.1f}s)")
+        self.progress.console.print(f"[{colour}]{status}[/{colour}] {escape(cell.describe())} ({seconds:.1f}s)")
         if self.grid is not None:
             self.progress.advance(self.grid)
 
     def message(self, text: str) -> None:
-        self.progress.console.print(f"[dim]{text}[/dim]")
+        self.progress.console.print(f"[dim]{escape(text)}[/dim]")
 
     def grid_end(self) -> None:
         self.progress.stop()

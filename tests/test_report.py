@@ -1,0 +1,44 @@
+"""kdbench.report: what the terminal shows. Text from plugins, errors and paths is printed as
+written; rich would otherwise read ``[abc]`` as a markup tag and swallow it."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from kdbench import report
+from kdbench.grid import Cell
+from kdbench.runner import RunSummary
+
+
+@pytest.fixture
+def screen(monkeypatch) -> io.StringIO:
+    buf = io.StringIO()
+    fake = Console(file=buf, width=300, color_system=None)
+    monkeypatch.setattr(report, "console", fake)
+    monkeypatch.setattr(report, "err_console", fake)
+    return buf
+
+
+def test_reporter_prints_bracketed_text_literally(screen):
+    rep = report.RichReporter()
+    cell = Cell(task="amazon", fraction=1.0, seed=0, domain="books", method="kd")
+    rep.grid_start([cell], 1)
+    rep.message("teacher mix for amazon/books [d6f3a1b2c4e5f607]: submitted")
+    rep.cell_start(cell)
+    rep.cell_end(cell, "failed", 1.0)
+    rep.grid_end()
+    out = screen.getvalue()
+    assert "teacher mix for amazon/books [d6f3a1b2c4e5f607]: submitted" in out
+    assert "failed kd · amazon/books · f=1 · seed 0 (1.0s)" in out
+
+
+def test_summary_prints_errors_and_paths_literally(screen):
+    summary = RunSummary(total=2, ok=1, failed=[("amazon__books__kd__f1__s0", "KeyError: ['logits']")])
+    report.print_summary(summary, Path("/runs/[exp]"))
+    out = screen.getvalue()
+    assert "Results: /runs/[exp]" in out
+    assert "failed amazon__books__kd__f1__s0: KeyError: ['logits']" in out
