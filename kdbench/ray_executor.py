@@ -131,6 +131,7 @@ def train_teacher(config: RunConfig, job: TeacherJob) -> dict[str, Any]:
 
 def compute_cell(config: RunConfig, cell: Cell, *teachers: dict[str, Any]) -> dict[str, Any]:
     """Ray task: install the cell's teachers, then train and evaluate it exactly as locally."""
+    start = time.perf_counter()
     runner = _worker_runner(config)
     for payload in teachers:
         if "weights" in payload and not (runner.teachers_root / payload["key"] / "meta.json").exists():
@@ -138,7 +139,8 @@ def compute_cell(config: RunConfig, cell: Cell, *teachers: dict[str, Any]) -> di
     result = runner.cell_result(cell)
     import ray
 
-    result["executor"] = {"name": "ray", "node": ray.util.get_node_ip_address()}
+    result["executor"] = {"name": "ray", "node": ray.util.get_node_ip_address(),
+                          "seconds": round(time.perf_counter() - start, 3)}
     return result
 
 
@@ -221,12 +223,14 @@ def _collect(runner: Runner, training: dict[Any, TeacherJob], cells: dict[Any, t
             if ref in training:
                 _store_teacher(runner, ref, training[ref])
                 continue
-            cell, start = cells[ref]
+            cell, submitted = cells[ref]
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayError as exc:
                 result = runner.failed_result(cell, "ray: " + _one_line(exc), traceback.format_exc())
-            runner.record(cell, result, time.perf_counter() - start)
+            # the time the cell took on its worker, not the time it also spent queued for one
+            seconds = result.get("executor", {}).get("seconds", time.perf_counter() - submitted)
+            runner.record(cell, result, seconds)
     except KeyboardInterrupt:
         for ref in outstanding:
             ray.cancel(ref, force=True)

@@ -58,7 +58,7 @@ def test_ray_grid_matches_local_then_resumes_one_cell(tmp_path, data_dir, cache_
     want, got = cells(tmp_path / "local"), cells(tmp_path / "ray")
     assert sorted(got) == sorted(want)
     for name, cell in got.items():
-        assert cell["status"] == "ok" and cell["executor"]["name"] == "ray"
+        assert cell["status"] == "ok" and cell["executor"]["name"] == "ray" and cell["executor"]["seconds"] > 0
         for field in ("metrics", "predictions", "config_hash", "split_hash", "train_hash"):
             assert cell[field] == want[name][field], (name, field)
         assert cell["train"]["losses"] == want[name]["train"]["losses"], name
