@@ -55,8 +55,10 @@ def run_lock(results_dir: Path) -> Iterator[None]:
             same_host = owner.get("host") == me["host"]
             if isinstance(pid, int) and (not same_host or _alive(pid)):
                 where = f"pid {pid}" + ("" if same_host else f" on {owner.get('host')}")
+                # another host's process cannot be checked from here: say how to clear a dead one's lock
+                stale = "" if same_host else f" (if no run is alive there, delete {path})"
                 raise KDBenchError(f"results directory {results_dir} is in use by another kdbench run "
-                                   f"({where}); wait for it or use another --results-dir") from None
+                                   f"({where}); wait for it or use another --results-dir{stale}") from None
             path.unlink(missing_ok=True)  # stale: its process is gone
             continue
         with os.fdopen(fd, "w") as f:

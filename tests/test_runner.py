@@ -101,6 +101,17 @@ def test_run_lock_refuses_a_live_owner_and_takes_over_a_stale_one(tmp_path):
     assert not (tmp_path / LOCK_NAME).exists()
 
 
+def test_run_lock_of_another_host_is_kept_and_says_how_to_clear_it(tmp_path):
+    # A shared filesystem: the owner's pid means nothing here, so the lock stands; the message says
+    # what to do when that run is gone (the machine was replaced, say).
+    lock = tmp_path / LOCK_NAME
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": "elsewhere"}))
+    with pytest.raises(KDBenchError, match=r"\(pid \d+ on elsewhere\).*if no run is alive there, delete "), \
+            run_lock(tmp_path):
+        pass
+    assert json.loads(lock.read_text())["host"] == "elsewhere"
+
+
 def test_non_finite_loss_and_oom_fail_the_cell_not_the_grid(tmp_path, data_dir, cache_dir):
     import kdbench_faulty_plugin
 
