@@ -81,15 +81,16 @@ def plan(runner: Runner, todo: list[Cell]) -> tuple[dict[str, TeacherJob], dict[
 #: The runner of this worker process, kept between its tasks: Ray reuses a worker for many tasks,
 #: and rebuilding the registry, the task's data and tokenizer, reinstalling teachers and recomputing
 #: cached teacher outputs for each one would waste what the local executor keeps for a whole run.
-_WORKER: dict[str, Runner] = {}
+_worker: tuple[str, Runner] | None = None  # (hash of the run's config, its runner)
 
 
 def _worker_runner(config: RunConfig) -> Runner:
     """This worker's runner for ``config``: results go to its scratch folder, teachers there too or
     to the shared path. Made on the worker's first task of a run and reused by the later ones."""
+    global _worker
     key = res.config_hash(dataclasses.asdict(config))
-    if key in _WORKER:
-        return _WORKER[key]
+    if _worker is not None and _worker[0] == key:
+        return _worker[1]
     import atexit
     import shutil
 
@@ -107,10 +108,9 @@ def _worker_runner(config: RunConfig) -> Runner:
     if config.ray_shared_dir is not None:
         runner.teachers_root = config.ray_shared_dir / "teachers"
     dev.setup(runner.device)
-    for old in _WORKER.values():  # a worker serves one run at a time: drop an earlier run's scratch
-        shutil.rmtree(old.config.results_dir, ignore_errors=True)
-    _WORKER.clear()
-    _WORKER[key] = runner
+    if _worker is not None:  # a worker serves one run at a time: drop an earlier run's scratch
+        shutil.rmtree(_worker[1].config.results_dir, ignore_errors=True)
+    _worker = (key, runner)
     return runner
 
 

@@ -111,7 +111,7 @@ def test_plan_trains_each_teacher_once(tmp_path, data_dir, cache_dir):
 def test_a_worker_keeps_its_runner_and_teachers_between_tasks(tmp_path, data_dir, cache_dir, monkeypatch):
     """Ray reuses worker processes: a worker's second task of a run finds its runner (data,
     tokenizer, stored teachers) ready; a task of another run replaces it and removes its scratch."""
-    monkeypatch.setattr(ray_executor, "_WORKER", {})
+    monkeypatch.setattr(ray_executor, "_worker", None)
     cfg = config(tmp_path / "run", data_dir, cache_dir, executor="ray")
     worker = ray_executor._worker_runner(cfg)
     assert ray_executor._worker_runner(cfg) is worker
