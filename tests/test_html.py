@@ -80,6 +80,9 @@ def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(root), "-o", str(tmp_path / "r.html")]) == 0
     assert "wrote" in capsys.readouterr().err
     assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+    assert main(["report", str(root), "-o", str(tmp_path / "p.html"), "--layout", "paper", "--baseline", "kd"]) == 0
+    paper = (tmp_path / "p.html").read_text()
+    assert "Δ vs kd" in paper and "Teachers" in paper and "dvd" in paper  # paper layout: every domain
     assert main(["report", str(tmp_path / "nothing"), "-o", str(tmp_path / "x.html")]) == 2
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "x.html")]) == 2
@@ -156,3 +159,17 @@ def test_the_browser_check_catches_errors(tmp_path: Path) -> None:
     probe, console, _ = render(chromium(), broken, tmp_path)
     assert any('"boom"' in line for line in console)
     assert probe["errors"] and probe["figs"] == {"fig-x": 0}
+
+
+def test_full_run_report_renders(tmp_path: Path) -> None:
+    """The committed full run (results/amazon-cpu-all): freshly rendered, and the committed page."""
+    run = Path(__file__).resolve().parents[1] / "results" / "amazon-cpu-all"
+    exe = chromium()
+    fresh = tmp_path / "report.html"
+    html.write(run, fresh, n_boot=N_BOOT)
+    for page in (fresh, run / "report.html"):
+        probe, console, shot = render(exe, page, tmp_path)
+        assert console == [] and probe["errors"] == [], page
+        assert set(probe["figs"]) == set(html.FIGURES) and all(h > 100 for h in probe["figs"].values())
+        assert probe["tables"] == [12, 11]  # 12 method rows; the Δ table: all but the baseline
+        assert page.stat().st_size < 400_000
