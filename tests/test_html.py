@@ -75,7 +75,10 @@ def test_page_holds_every_part_and_escapes_cell_text(page: Path) -> None:
     assert len(ids) == len(set(ids))
 
 
-def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdbench import tables
+
+    monkeypatch.setattr(tables, "N_BOOT", N_BOOT)  # the command's default, read when it runs
     root = write_run(tmp_path / "run")
     assert main(["report", str(root), "-o", str(tmp_path / "r.html")]) == 0
     assert "wrote" in capsys.readouterr().err
