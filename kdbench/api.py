@@ -78,6 +78,9 @@ class Task(ABC):
     version: ClassVar[str] = "1"
     domains: ClassVar[tuple[str, ...]]
     labels: ClassVar[tuple[str, ...]]
+    #: the pinned revision of the upstream data the task downloads (e.g. a Hugging Face dataset commit);
+    #: when set, the runner records it in every cell (``data_revision``, also part of the config hash)
+    revision: ClassVar[str | None] = None
 
     def __init__(self, data_dir: Path | None = None, cache_dir: Path | None = None) -> None:
         self.data_dir = data_dir

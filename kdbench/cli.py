@@ -80,6 +80,14 @@ def build_parser() -> Parser:
     pl = sub.add_parser("plot", help="accuracy against data fraction, a panel per domain plus the average")
     pl.add_argument("results_dir", type=Path)
     pl.add_argument("-o", "--output", type=Path, required=True, help="figure file (.png, .pdf or .svg)")
+    rp = sub.add_parser("report", help="one self-contained HTML page: configuration, every table, figures, "
+                        "failed cells", description="Write a self-contained HTML report of a results "
+                        "directory (no network needed to view it).")
+    rp.add_argument("results_dir", type=Path)
+    rp.add_argument("-o", "--output", type=Path, required=True, help="HTML file to write (atomically)")
+    rp.add_argument("--layout", choices=["default", "paper"], default="default", help="table layout (as kdbench table)")
+    rp.add_argument("--baseline", help="method the others are tested against (default: student, else the first)")
+    rp.add_argument("--reference", type=Path, help="YAML or CSV of published numbers to show beside ours")
     return p
 
 
@@ -177,6 +185,26 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from kdbench import html
+
+    _check_results_dir(args.results_dir)
+    refs = None
+    if args.reference is not None:
+        from kdbench import references
+
+        refs = references.load(args.reference)
+    task_domains = None
+    if args.layout == "paper":
+        from kdbench import registry
+
+        task_domains = {name: e.cls.domains for name, e in registry.load().tasks.entries.items()}
+    html.write(args.results_dir, args.output, layout=args.layout, baseline=args.baseline, references=refs,
+               task_domains=task_domains)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
 def quiet_libraries() -> None:
     """transformers' load reports (e.g. the freshly initialised head) would drown the progress bars."""
     import transformers
@@ -185,7 +213,7 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table, "plot": cmd_plot}
+COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table, "plot": cmd_plot, "report": cmd_report}
 
 if __name__ == "__main__":
     sys.exit(main())

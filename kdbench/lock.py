@@ -1,8 +1,16 @@
 """One ``kdbench run`` per results directory at a time.
 
-The lock is a file holding the owner's pid and host, created with O_EXCL. A lock whose process is
-gone (a killed run) is stale and is taken over; a live one makes the second run fail with a message
-naming the other process.
+The lock itself is `filelock <https://py-filelock.readthedocs.io>`_'s ``FileLock`` on
+``.kdbench.lock.flock``: an OS lock (``flock``) that the kernel releases when its process dies, so a
+killed run never leaves a lock that blocks the next one, and no pid is ever guessed to be alive (a
+reused pid cannot keep a dead run's lock). Beside it, the holder writes an owner file,
+``.kdbench.lock``, with its pid and host: it only words the message a second run gets ("in use by pid
+N on host H") and is removed on release.
+
+A run on another host (a shared filesystem) cannot be seen by this host's kernel on every
+filesystem, so an owner file naming another host is respected even when the OS lock is free: the
+message says to delete it when no run is alive there. An owner file of this host whose OS lock is
+free belongs to a dead run: it is taken over.
 """
 
 from __future__ import annotations
@@ -19,17 +27,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+#: the owner file (pid and host of the run holding the lock); gone when no run holds it
 LOCK_NAME = ".kdbench.lock"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+#: the file filelock locks; it stays in the results directory (deleting it would open a race)
+FLOCK_NAME = ".kdbench.lock.flock"
 
 
 def _read(path: Path) -> dict[str, object] | None:
@@ -40,34 +41,43 @@ def _read(path: Path) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
+def _busy(results_dir: Path, owner: dict[str, object] | None, path: Path, same_host: bool) -> KDBenchError:
+    owner = owner or {}
+    pid = owner.get("pid")
+    who = f"pid {pid}" if isinstance(pid, int) else "a process that did not say its pid yet"
+    where = who + ("" if same_host else f" on {owner.get('host')}")
+    # another host's process cannot be checked from here: say how to clear a dead one's owner file
+    stale = "" if same_host else f" (if no run is alive there, delete {path})"
+    return KDBenchError(f"results directory {results_dir} is in use by another kdbench run "
+                        f"({where}); wait for it or use another --results-dir{stale}")
+
+
 @contextlib.contextmanager
 def run_lock(results_dir: Path) -> Iterator[None]:
+    from filelock import FileLock, Timeout
+
+    results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / LOCK_NAME
-    me = {"pid": os.getpid(), "host": socket.gethostname()}
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            owner = _read(path)
-            if owner is None:  # being written right now, or garbage: treat as stale only if still bad
-                owner = {}
-            pid = owner.get("pid")
-            same_host = owner.get("host") == me["host"]
-            if isinstance(pid, int) and (not same_host or _alive(pid)):
-                where = f"pid {pid}" + ("" if same_host else f" on {owner.get('host')}")
-                # another host's process cannot be checked from here: say how to clear a dead one's lock
-                stale = "" if same_host else f" (if no run is alive there, delete {path})"
-                raise KDBenchError(f"results directory {results_dir} is in use by another kdbench run "
-                                   f"({where}); wait for it or use another --results-dir{stale}") from None
-            path.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        break
-    else:  # pragma: no cover - lost three races in a row
-        raise KDBenchError(f"could not lock {results_dir}; retry")
+    host = socket.gethostname()
+    lock = FileLock(str(results_dir / FLOCK_NAME), timeout=0)
     try:
-        yield
+        lock.acquire()
+    except Timeout:
+        owner = _read(path)
+        raise _busy(results_dir, owner, path, owner is None or owner.get("host") == host) from None
+    try:
+        owner = _read(path)
+        if owner is not None and "host" in owner and owner.get("host") != host:
+            raise _busy(results_dir, owner, path, same_host=False)
+        # this host's owner file with the OS lock free: its run is gone (stale), so it is replaced
+        from kdbench.results import atomic_write_json
+
+        me = {"pid": os.getpid(), "host": host}
+        atomic_write_json(path, me)
+        try:
+            yield
+        finally:
+            if (_read(path) or {}).get("pid") == me["pid"]:
+                path.unlink(missing_ok=True)
     finally:
-        if (_read(path) or {}).get("pid") == me["pid"]:
-            path.unlink(missing_ok=True)
+        lock.release()

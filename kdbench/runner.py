@@ -126,6 +126,8 @@ class Runner:
         return {"cell": dataclasses.asdict(cell), "method_version": method.version,
                 "method_options": dataclasses.asdict(method.config),
                 "task_version": task_cls.version,
+                # only when pinned, so that the hashes of cells of tasks without one do not change
+                **({"data_revision": task_cls.revision} if task_cls.revision else {}),
                 # other methods' options are not this cell's business: only its own (above) count
                 "profile": {k: v for k, v in self.profile.to_dict().items() if k != "methods"},
                 "precision": self.precision, "fraction_all_domains": self.config.fraction_all_domains,
@@ -207,6 +209,7 @@ class Runner:
                 "fraction": cell.fraction, "seed": cell.seed, "device": str(self.device),
                 "precision": self.precision, "compile": self.config.compile,
                 "teacher_cache_mb": self.config.teacher_cache_mb, "versions": res.versions(),
+                "data_revision": self.registry.tasks.get(cell.task).revision,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
     def cell_result(self, cell: Cell) -> dict[str, Any]:

@@ -9,9 +9,10 @@ Data
     matched ones are ignored. Anything else that is not a well-formed row raises
     :class:`MnliFormatError` naming the file and line: a silently skipped row would change the split.
 
-    Without ``data_dir`` the full corpus is fetched from the Hugging Face hub (``nyu-mll/multi_nli``,
-    ``label`` -1 meaning no gold label), so results match the paper's data size; the subset under
-    ``shared/data`` is ~4k train rows per genre instead of ~77k.
+    Without ``data_dir`` the full corpus is fetched from the Hugging Face hub (``nyu-mll/multi_nli``
+    at the pinned commit :data:`HF_REVISION`, ``label`` -1 meaning no gold label), so results match
+    the paper's data size; the subset under ``shared/data`` is ~4k train rows per genre instead of
+    ~77k. Every cell records the pinned revision (``data_revision``).
 
 Split (per genre)
     train/dev: the genre's labelled train rows (in file order) through
@@ -36,10 +37,13 @@ from ._split import stratified_holdout
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["HF_DATASET", "SEED", "MnliFormatError", "MnliRow", "MnliTask", "parse_jsonl"]
+__all__ = ["HF_DATASET", "HF_REVISION", "SEED", "MnliFormatError", "MnliRow", "MnliTask", "parse_jsonl"]
 
 SEED = 11111
 HF_DATASET = "nyu-mll/multi_nli"
+#: the hub commit loaded without --data-dir: "Convert dataset to Parquet (#5)", 2024-01-04, the head of
+#: ``main`` since (https://huggingface.co/datasets/nyu-mll/multi_nli/tree/main shows da70db2)
+HF_REVISION = "da70db2af9d09693783c3320c4249840212ee221"
 TRAIN_FILE = "multinli_1.0_train.jsonl"
 DEV_FILE = "multinli_1.0_dev_matched.jsonl"
 GENRES = ("fiction", "government", "slate", "telephone", "travel")
@@ -119,6 +123,7 @@ class MnliTask(Task):
     version = "1"
     domains = GENRES
     labels = LABELS
+    revision = HF_REVISION
 
     def __init__(self, data_dir: Path | None = None, cache_dir: Path | None = None) -> None:
         super().__init__(data_dir, cache_dir)
@@ -140,7 +145,7 @@ class MnliTask(Task):
         try:
             import datasets
 
-            ds = datasets.load_dataset(HF_DATASET, cache_dir=cache)
+            ds = datasets.load_dataset(HF_DATASET, revision=HF_REVISION, cache_dir=cache)
             return _hf_rows(ds["train"], "train"), _hf_rows(ds["validation_matched"], "validation_matched")
         except Exception as e:  # the hub, fsspec and datasets raise many unrelated types on failure
             where = cache or "the Hugging Face cache"

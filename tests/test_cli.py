@@ -177,3 +177,85 @@ def test_third_party_plugin_runs_end_to_end(tmp_path, data_dir, cache_dir):
     assert res.returncode == 0, res.stderr[-2000:]
     cell = json.loads(next((tmp_path / "r" / "cells").glob("*smooth*.json")).read_text())
     assert cell["status"] == "ok" and cell["config"]["method_options"] == {"smoothing": 0.2}
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_block(first_line: str) -> str:
+    """The README's fenced code block that starts with ``first_line``."""
+    import re
+
+    blocks = [b for b in re.findall(r"```[a-z]*\n(.*?)```", README.read_text(), re.S) if b.startswith(first_line)]
+    assert len(blocks) == 1, f"README has {len(blocks)} blocks starting with {first_line!r}"
+    return blocks[0]
+
+
+def install(package: Path, site: Path) -> None:
+    """pip-install ``package`` into ``site`` offline; without setuptools to build it, register its entry
+    points the way pip would (a dist-info folder on the path)."""
+    import importlib.util
+
+    if importlib.util.find_spec("setuptools") is not None:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                        "--no-index", "--target", str(site), str(package)], check=True, capture_output=True)
+        return
+    import tomllib
+
+    project = tomllib.loads((package / "pyproject.toml").read_text())["project"]
+    dist = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    eps = project["entry-points"]["kdbench"]
+    (dist / "entry_points.txt").write_text("[kdbench]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
+    for module in package.glob("*.py"):
+        (site / module.name).write_text(module.read_text())
+
+
+def test_readme_task_plugin_installs_and_runs(tmp_path):
+    """The README's task plugin, byte for byte: installed from its pyproject, listed, run, and its
+    load() errors are one line with exit 2."""
+    import csv
+
+    from kdbench.testing import ToyTask
+
+    module = (Path(__file__).parent / "plugins" / "kdbench_csvsent.py").read_text()
+    assert readme_block("# kdbench_csvsent.py\n") == module
+    package = tmp_path / "kdbench-csvsent"
+    package.mkdir()
+    (package / "pyproject.toml").write_text(readme_block('# pyproject.toml\n[project]\nname = "kdbench-csvsent"'))
+    (package / "kdbench_csvsent.py").write_text(module)
+    site = tmp_path / "site"
+    install(package, site)
+
+    data = tmp_path / "data"
+    for domain, dd in ToyTask().load().items():  # the toy task's examples as the plugin's CSV files
+        for split in ("train", "dev", "test"):
+            path = data / "csvsent" / domain / f"{split}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["id", "text", "label"])
+                w.writerows([i, ex.text, ("negative", "positive")[ex.label]] for i, ex in enumerate(getattr(dd, split)))
+    env = {k: v for k, v in os.environ.items() if k != "KDBENCH_DATA_DIR"}
+    env["PYTHONPATH"] = str(site)
+
+    def kdbench(*args):
+        return subprocess.run([sys.executable, "-m", "kdbench.cli", *args], env=env, capture_output=True, text=True)
+
+    listing = kdbench("list")
+    assert listing.returncode == 0 and "csvsent" in listing.stdout and "kdbench-csvsent" in listing.stdout
+    run = ["run", "--profile", "tiny", "--tasks", "csvsent", "--domains", "garden", "--methods", "student",
+           "--fractions", "0.5", "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "r")]
+    done = kdbench(*run, "--data-dir", str(data))
+    assert done.returncode == 0, done.stderr[-2000:]
+    cell = json.loads(next((tmp_path / "r" / "cells").glob("csvsent__garden__student*.json")).read_text())
+    assert cell["status"] == "ok" and cell["n_train"] == 160 and len(cell["predictions"]["ids"]) == 64
+    assert cell["predictions"]["ids"][0].startswith("garden/test/") and cell["data_revision"] is None
+
+    missing = kdbench(*run)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "csvsent: no data: pass --data-dir" in missing.stderr
+    (data / "csvsent" / "kitchen" / "dev.csv").write_text("id,text,label\n1,fine,maybe\n")
+    bad = kdbench(*run, "--data-dir", str(data))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "dev.csv:2: expected columns" in bad.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -86,19 +87,44 @@ def test_sigint_exits_130_and_resumes(tmp_path, data_dir, cache_dir):
     assert done.returncode == 0 and len(list((results / "cells").glob("*.json"))) == 3
 
 
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from kdbench.lock import run_lock
+with run_lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
 def test_run_lock_refuses_a_live_owner_and_takes_over_a_stale_one(tmp_path):
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    owner = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
-        (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": sleeper.pid, "host": os.uname().nodename}))
-        with pytest.raises(KDBenchError, match=f"in use by another kdbench run \\(pid {sleeper.pid}\\)"), \
+        assert owner.stdout.readline().strip() == "locked"
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == owner.pid
+        with pytest.raises(KDBenchError, match=f"in use by another kdbench run \\(pid {owner.pid}\\)"), \
                 run_lock(tmp_path):
             pass
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        owner.kill()  # SIGKILL: the OS releases its lock, its owner file stays behind
+        owner.wait()
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == owner.pid
     with run_lock(tmp_path):  # the owner is gone: stale, taken over
         assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_run_lock_ignores_a_live_pid_without_the_os_lock(tmp_path):
+    # The hand-written lock trusted a live pid, so a reused pid kept a dead run's lock; now only the
+    # OS lock counts: an owner file naming a live process of this host that holds no lock is stale.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname()}))
+        with run_lock(tmp_path):
+            assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_run_lock_of_another_host_is_kept_and_says_how_to_clear_it(tmp_path):

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kdbench.api import DomainData, Example, KDBenchError
-from kdbench_tasks.mnli import DEV_FILE, TRAIN_FILE, MnliFormatError, MnliTask, parse_jsonl
+from kdbench_tasks.mnli import DEV_FILE, HF_REVISION, TRAIN_FILE, MnliFormatError, MnliTask, parse_jsonl
 
 GENRES = ("fiction", "government", "slate", "telephone", "travel")
 LABEL_IDS = {"entailment": 0, "neutral": 1, "contradiction": 2}
@@ -227,10 +227,40 @@ def test_hub_rows_are_mapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     data = MnliTask(None, cache_dir=tmp_path).load()
-    assert seen == {"name": "nyu-mll/multi_nli", "cache_dir": str(tmp_path / "hf-datasets")}
+    # the hub's commit "Convert dataset to Parquet (#5)", pinned: a new upload must not change the data
+    assert seen == {"name": "nyu-mll/multi_nli", "revision": "da70db2af9d09693783c3320c4249840212ee221",
+                    "cache_dir": str(tmp_path / "hf-datasets")}
     dd = data["travel"]
     assert (len(dd.train), len(dd.dev), len(dd.test)) == (9, 3, 12)
     assert dd.test[0] == Example(id="travel00d", text="p0", label=0, text_pair="h0")
+
+
+def test_every_cell_records_the_pinned_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    from kdbench import registry, runner
+    from kdbench.config import RunConfig
+
+    words = ["good", "bad", "fine", "cat", "dog", "sun", "rain", "tree"]
+
+    def split(tag: str) -> Any:
+        rows = [(g, i % 3, i) for g in GENRES for i in range(12)]
+        return datasets.Dataset.from_dict({
+            "pairID": [f"{g}{i}{tag}" for g, _, i in rows],
+            "premise": [f"{words[i % 8]} {words[(i + lab) % 8]}" for _, lab, i in rows],
+            "hypothesis": [f"{words[lab]} {words[i % 5]}" for _, lab, i in rows],
+            "label": [lab for _, lab, _ in rows], "genre": [g for g, _, _ in rows]})
+
+    monkeypatch.delenv("KDBENCH_DATA_DIR", raising=False)  # load from the (faked) hub
+    monkeypatch.setattr(datasets, "load_dataset",
+                        lambda name, **kw: {"train": split("t"), "validation_matched": split("d")})
+    config = RunConfig.from_sources({"profile": "tiny", "tasks": "mnli", "domains": "fiction,travel",
+                                     "methods": "student", "results_dir": tmp_path / "r",
+                                     "cache_dir": tmp_path / "cache", "device": "cpu"})
+    summary = runner.run(config, registry.load())
+    assert summary.ok == 2
+    for f in (tmp_path / "r" / "cells").glob("*.json"):
+        cell = json.loads(f.read_text())
+        assert cell["data_revision"] == cell["config"]["data_revision"] == HF_REVISION
 
 
 # ------------------------------------------------------------------------------------------ fuzz
