@@ -30,6 +30,11 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``: recorded when kdbench stores a file, checked when it reads it back."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
