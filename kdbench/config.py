@@ -354,6 +354,10 @@ class RunConfig:
                 from kdbench.registry import did_you_mean
 
                 raise KDBenchError(f"{config_file}: " + did_you_mean("option", unknown[0], sorted(known)))
+            # Every value of the file is checked, also those the command line overrides.
+            file_defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+            for k, v in merged.items():
+                validate_option(k, v, file_defaults[k])
             if "options" in merged:
                 merged["options"] = _options(merged["options"], "options")
         for k, v in cli.items():
@@ -466,7 +470,7 @@ VALIDATORS: dict[str, Callable[[Any, str], Any]] = {
     "cache_dir": _path,
     "device": _device,
     "precision": _choice(PRECISIONS),
-    "options": lambda v, k: _options(v, "--set"),
+    "options": lambda v, k: _options(v, "options (--set)"),
     "teacher_cache_mb": lambda v, k: _number(v, k, float, minimum=0.0),
     "executor": _choice(EXECUTORS),
     "ray_address": _text,
