@@ -23,9 +23,11 @@ LOCK_NAME = ".kdbench.lock"
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:  # 0 and negatives name process groups, not a run: a damaged lock file
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError):
         return False
     except PermissionError:  # exists, owned by someone else
         return True

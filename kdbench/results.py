@@ -83,7 +83,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
     """The parsed file, or None when it is missing or corrupt (it is then recomputed)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep to parse
         return None
     return data if isinstance(data, dict) else None
 

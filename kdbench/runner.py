@@ -167,6 +167,7 @@ class Runner:
             ray_executor.check_available()
         self.check_inputs()
         check_writable(self.config.results_dir)
+        self.check_result_paths()
         with run_lock(self.config.results_dir):
             return self._run()
 
@@ -184,6 +185,14 @@ class Runner:
         for task in dict.fromkeys(c.task for c in self.cells):
             self.task_state(task)
         self.check_fractions()
+
+    def check_result_paths(self) -> None:
+        """Refuse a results directory where a file this run writes is something else (a directory, a
+        FIFO): the run would fail at its first write, after other files were already written."""
+        paths = [self.config.results_dir / "run.json", *(self.cell_path(c) for c in self.cells)]
+        for path in paths:
+            if (path.exists() or path.is_symlink()) and not path.is_file():
+                raise KDBenchError(f"{path} is not a regular file; move it away, then rerun")
 
     def check_fractions(self) -> None:
         """Refuse a fraction that would leave fewer than :data:`MIN_TRAIN_PER_LABEL` examples of a

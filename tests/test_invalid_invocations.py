@@ -10,9 +10,9 @@ the results.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -197,7 +197,7 @@ def argv(case: Case, ctx: Ctx) -> list[str]:
     if extra and extra[0] in ("table", "plot", "frobnicate"):
         return extra
     given = {a for a in extra if a.startswith("--")}
-    base = [x for flag, value in zip(BASE[::2], BASE[1::2]) if flag not in given for x in (flag, value)]
+    base = [x for flag, value in zip(BASE[::2], BASE[1::2], strict=True) if flag not in given for x in (flag, value)]
     tail = [] if "--results-dir" in given else ["--results-dir", str(ctx.results)]
     tail += [] if "--cache-dir" in given else ["--cache-dir", str(ctx.cache)]
     return ["run", *base, *extra, *tail]
