@@ -247,7 +247,8 @@ def _markdown_table() -> str:  # pragma: no cover - run by hand: python tests/te
     import shlex
     import tempfile
 
-    rows = ["| # | category | invocation | exit | first line of stderr |", "|---|---|---|---|---|"]
+    rows = ["| # | category | case | invocation (… = the finished grid's flags) | exit | first line of stderr |",
+            "|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         results, cache = make_finished(Path(tmp))
         before = snapshot(results)
@@ -259,10 +260,15 @@ def _markdown_table() -> str:  # pragma: no cover - run by hand: python tests/te
             with toy_cli():
                 got = invoke(args, case.env)
             shown = " ".join(shlex.quote(a) for a in args).replace(str(results), "R").replace(str(cache), "C")
-            shown = shown.replace(str(scratch), "S").replace(" ".join(BASE) + " ", "…")
+            shown = shown.replace(str(scratch), "S")
+            for flag, value in zip(BASE[::2], BASE[1::2], strict=True):
+                shown = shown.replace(f" {flag} {value}", "", 1)
+            shown = shown.replace("run ", "run … ", 1)
             env = " ".join(f"{k}={v}" for k, v in (case.env or {}).items())
             first = (got.err.strip().splitlines() or [""])[0].replace(str(scratch), "S").replace("|", "\\|")
-            rows.append(f"| {i} | {case.category} | `{(env + ' ' if env else '') + 'kdbench ' + shown}` | "
+            first = first if len(first) <= 220 else first[:219] + "…"
+            rows.append(f"| {i} | {case.category} | {case.name.replace('|', '¦')} | "
+                        f"`{(env + ' ' if env else '') + 'kdbench ' + shown}` | "
                         f"{got.code} | {first} |")
         same = snapshot(results) == before
     return "\n".join(rows) + f"\n\nresults directory byte-identical after all {len(CASES)}: {same}\n"
