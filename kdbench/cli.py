@@ -140,11 +140,25 @@ def _check_results_dir(path: Path) -> None:
         raise KDBenchError(f"{path} is not a results directory; pass the --results-dir of a run")
 
 
+def _check_output(path: Path | None) -> None:
+    """``-o FILE`` must name a file in an existing directory (missing parents are not created)."""
+    from kdbench.api import KDBenchError
+
+    if path is None:
+        return
+    if not str(path).strip() or path.is_dir() or str(path).endswith(("/", "\\")):
+        raise KDBenchError(f"-o {str(path)!r}: not a file name; give a file such as table.md")
+    parent = path.parent
+    if not parent.is_dir():
+        raise KDBenchError(f"-o {path}: directory {parent} does not exist; create it first")
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     from kdbench import export, tables
     from kdbench.api import KDBenchError
 
     _check_results_dir(args.results_dir)
+    _check_output(args.output)
     fmt = export.resolve_format(args.format, args.output)
     refs = None
     if args.reference is not None:
@@ -180,6 +194,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from kdbench import plot
 
     _check_results_dir(args.results_dir)
+    _check_output(args.output)
     plot.plot(args.results_dir, args.output)
     print(f"wrote {args.output}", file=sys.stderr)
     return EXIT_OK

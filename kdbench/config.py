@@ -11,9 +11,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdbench.api import KDBenchError, MethodConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PROFILES_FILE = Path(__file__).with_name("profiles.yaml")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -44,19 +47,95 @@ def _read_yaml(path: Path) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise KDBenchError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise KDBenchError(f"cannot read {path}: not UTF-8 text (byte {exc.start}); "
+                           "pass a YAML file") from None
     except (OSError, yaml.YAMLError) as exc:
         raise KDBenchError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
 
 
 def load_profiles(extra: Path | None = None) -> dict[str, dict[str, Any]]:
-    """Built-in profiles, with the profiles of ``extra`` replacing those of the same name."""
+    """Built-in profiles, with the profiles of ``extra`` replacing those of the same name.
+
+    Every profile of ``extra`` is validated (:func:`validate_profile`), so a broken file is refused
+    up front even when the run picks another of its profiles.
+    """
     profiles: dict[str, dict[str, Any]] = dict(_read_yaml(PROFILES_FILE))
     if extra is not None:
         data = _read_yaml(extra)
         if not isinstance(data, dict):
             raise KDBenchError(f"{extra}: expected a mapping of profile names to settings")
+        for name, raw in data.items():
+            if not isinstance(name, str) or not name:
+                raise KDBenchError(f"{extra}: profile name {name!r} is not a non-empty string")
+            validate_profile(name, raw, where=f"{extra}: ")
         profiles.update(data)
     return profiles
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: profile key -> (check, what it must be); a key not listed here is refused as unknown
+_PROFILE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "teacher": (lambda v: isinstance(v, str) and bool(v.strip()), "a model (hub id, path or tiny:L…-H…-A…)"),
+    "student": (lambda v: isinstance(v, str) and bool(v.strip()), "a model (hub id, path or tiny:L…-H…-A…)"),
+    "max_len": (lambda v: _is_int(v) and 8 <= v <= 100_000, "an integer from 8 to 100000"),
+    "batch_size": (lambda v: _is_int(v) and 1 <= v <= 1_000_000, "a positive integer"),
+    "eval_batch_size": (lambda v: _is_int(v) and 1 <= v <= 1_000_000, "a positive integer"),
+    "methods": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(o, dict)
+                                                      for k, o in v.items()),
+                "a mapping of method names to option mappings"),
+}
+#: TrainConfig key -> (check, what it must be)
+_TRAIN_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": (lambda v: _is_int(v) and 1 <= v <= 100_000, "a positive integer"),
+    "lr": (lambda v: _is_real(v) and 0 < v < 1e3, "a positive number"),
+    "warmup": (lambda v: _is_real(v) and 0 <= v < 1, "a fraction of the steps in [0, 1)"),
+    "weight_decay": (lambda v: _is_real(v) and v >= 0, "a number >= 0"),
+    "max_grad_norm": (lambda v: _is_real(v) and v > 0, "a positive number"),
+}
+
+
+def validate_profile(name: str, raw: Any, where: str = "") -> None:
+    """Types and ranges of every profile setting; one-line :class:`KDBenchError` on the first bad one."""
+    from kdbench.registry import did_you_mean
+
+    head = f"{where}profile {name!r}"
+    if not isinstance(raw, dict):
+        raise KDBenchError(f"{head}: expected a mapping of settings, got {type(raw).__name__}")
+    for key in ("teacher", "student"):
+        if key not in raw:
+            raise KDBenchError(f"{head}: missing {key!r}")
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key, val in raw.items():
+        if key in ("teacher_train", "student_train"):
+            if not isinstance(val, dict):
+                raise KDBenchError(f"{head}: {key} must be a mapping of {', '.join(sorted(train_keys))}")
+            for tkey, tval in val.items():
+                if tkey not in train_keys:
+                    raise KDBenchError(f"{head}: {key}: " + did_you_mean("setting", str(tkey), sorted(train_keys)))
+                check, what = _TRAIN_CHECKS.get(tkey, (lambda v: True, ""))
+                if not check(tval):
+                    raise KDBenchError(f"{head}: {key}.{tkey} = {_short(tval)} must be {what}")
+            continue
+        if key not in _PROFILE_CHECKS:
+            known = sorted([*_PROFILE_CHECKS, "teacher_train", "student_train"])
+            raise KDBenchError(f"{head}: " + did_you_mean("setting", str(key), known))
+        check, what = _PROFILE_CHECKS[key]
+        if not check(val):
+            raise KDBenchError(f"{head}: {key} = {_short(val)} must be {what}")
+
+
+def _short(value: Any, width: int = 60) -> str:
+    """``repr`` of a user value, on one line and cut to ``width`` characters."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def resolve_profile(name: str, extra: Path | None = None, teacher: str | None = None,
@@ -65,7 +144,8 @@ def resolve_profile(name: str, extra: Path | None = None, teacher: str | None = 
 
     profiles = load_profiles(extra)
     if name not in profiles:
-        raise KDBenchError(did_you_mean("profile", name, list(profiles)))
+        raise KDBenchError(did_you_mean("profile", name, [str(p) for p in profiles]))
+    validate_profile(name, profiles[name])
     raw = dict(profiles[name])
     try:
         for key in ("teacher_train", "student_train"):
@@ -78,6 +158,9 @@ def resolve_profile(name: str, extra: Path | None = None, teacher: str | None = 
 
 # ------------------------------------------------------------------------------------ parsing
 def parse_list(value: str | list[str] | tuple[str, ...], what: str) -> tuple[str, ...]:
+    if not isinstance(value, (str, list, tuple)) or not all(isinstance(v, str) for v in
+                                                             ([] if isinstance(value, str) else value)):
+        raise KDBenchError(f"--{what}: {_short(value)} is not a list of names; give comma-separated names")
     items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value)]
     items = [v for v in items if v]
     if not items:
@@ -87,7 +170,13 @@ def parse_list(value: str | list[str] | tuple[str, ...], what: str) -> tuple[str
     return tuple(items)
 
 
-def parse_fractions(value: str | list[Any] | tuple[Any, ...]) -> tuple[float, ...]:
+def parse_fractions(value: str | float | list[Any] | tuple[Any, ...]) -> tuple[float, ...]:
+    if _is_real(value):
+        value = [value]
+    if not isinstance(value, (str, list, tuple)) or any(isinstance(v, bool) or not isinstance(v, (str, int, float))
+                                                         for v in ([] if isinstance(value, str) else value)):
+        raise KDBenchError(f"--fractions: {_short(value)} is not a list of numbers; use values in (0, 1], "
+                           "e.g. 0.1,1.0")
     raw = value.split(",") if isinstance(value, str) else list(value)
     out: list[float] = []
     for item in raw:
@@ -95,10 +184,10 @@ def parse_fractions(value: str | list[Any] | tuple[Any, ...]) -> tuple[float, ..
         try:
             f = float(text)
         except ValueError:
-            raise KDBenchError(f"--fractions: {text!r} is not a number; use values in (0, 1], e.g. 0.1,1.0") \
+            raise KDBenchError(f"--fractions: {_short(text)} is not a number; use values in (0, 1], e.g. 0.1,1.0") \
                 from None
         if math.isnan(f) or not 0.0 < f <= 1.0:
-            raise KDBenchError(f"--fractions: {text} is outside (0, 1]; use values such as 0.1,0.5,1.0")
+            raise KDBenchError(f"--fractions: {_short(text)} is outside (0, 1]; use values such as 0.1,0.5,1.0")
         out.append(f)
     if not out:
         raise KDBenchError("--fractions: empty list; use values in (0, 1], e.g. 0.1,1.0")
@@ -108,10 +197,12 @@ def parse_fractions(value: str | list[Any] | tuple[Any, ...]) -> tuple[float, ..
 
 
 def parse_seeds(value: int | str) -> int:
+    if not (_is_int(value) or isinstance(value, str)):
+        raise KDBenchError(f"--seeds: {_short(value)} is not an integer; --seeds N runs seeds 0..N-1")
     try:
         n = int(str(value).strip())
     except ValueError:
-        raise KDBenchError(f"--seeds: {value!r} is not an integer; --seeds N runs seeds 0..N-1") from None
+        raise KDBenchError(f"--seeds: {_short(value)} is not an integer; --seeds N runs seeds 0..N-1") from None
     if n < 1:
         raise KDBenchError(f"--seeds: {n} < 1; --seeds N runs seeds 0..N-1, so N must be at least 1")
     return n
@@ -120,14 +211,25 @@ def parse_seeds(value: int | str) -> int:
 EXECUTORS = ("local", "ray")
 
 
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
 def _number(value: Any, key: str, kind: type, minimum: float) -> Any:
-    flag = "--" + key.replace("_", "-")
+    flag = _flag(key)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise KDBenchError(f"{flag}: {_short(value)} is not a number")
     try:
-        out = kind(value)
-    except (TypeError, ValueError):
-        raise KDBenchError(f"{flag}: {value!r} is not a number") from None
+        out = kind(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError, OverflowError):
+        raise KDBenchError(f"{flag}: {_short(value)} is not {'an integer' if kind is int else 'a number'}") \
+            from None
+    if kind is int and isinstance(value, float) and value != out:
+        raise KDBenchError(f"{flag}: {_short(value)} is not an integer")
     if not out >= minimum:  # also refuses NaN
-        raise KDBenchError(f"{flag}: {value!r} must be at least {minimum:g}")
+        raise KDBenchError(f"{flag}: {_short(value)} must be at least {minimum:g}")
+    if not math.isfinite(out):
+        raise KDBenchError(f"{flag}: {_short(value)} must be finite")
     return out
 
 
@@ -135,32 +237,42 @@ def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, dict[str,
     """``["kd.alpha=0.7", "pkd.variant=last"]`` → ``{"kd": {"alpha": "0.7"}, ...}``."""
     out: dict[str, dict[str, str]] = {}
     for item in items:
+        if not isinstance(item, str):
+            raise KDBenchError(f"--set {_short(item)}: expected METHOD.KEY=VALUE, e.g. kd.alpha=0.7")
         key, sep, val = item.partition("=")
         method, dot, opt = key.partition(".")
         if not sep or not dot or not method or not opt:
-            raise KDBenchError(f"--set {item!r}: expected METHOD.KEY=VALUE, e.g. kd.alpha=0.7")
+            raise KDBenchError(f"--set {_short(item)}: expected METHOD.KEY=VALUE, e.g. kd.alpha=0.7")
         out.setdefault(method.strip(), {})[opt.strip()] = val.strip()
     return out
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:
-    """Convert a string from the command line to the type of the option's default."""
-    if not isinstance(value, str) or isinstance(default, str):
+    """Convert a value from the command line or a config file to the type of the option's default."""
+    if default is None:
         return value
-    try:
-        if isinstance(default, bool):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-    except ValueError:
-        raise KDBenchError(f"{where}: {value!r} is not a valid {type(default).__name__}") from None
-    return value
+    if isinstance(value, str) and not isinstance(default, str):
+        try:
+            if isinstance(default, bool):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if isinstance(default, int):
+                return int(value)
+            if isinstance(default, float):
+                return float(value)
+        except ValueError:
+            raise KDBenchError(f"{where}: {_short(value)} is not a valid {type(default).__name__}") from None
+        return value
+    ok = (isinstance(value, bool) if isinstance(default, bool)
+          else _is_int(value) if isinstance(default, int)
+          else (_is_int(value) or isinstance(value, float)) if isinstance(default, float)
+          else isinstance(value, str) if isinstance(default, str) else True)
+    if not ok:
+        raise KDBenchError(f"{where}: {_short(value)} is not a valid {type(default).__name__}")
+    return float(value) if isinstance(default, float) else value
 
 
 def method_config(cls: type[MethodConfig], method: str, *layers: dict[str, Any]) -> MethodConfig:
@@ -221,15 +333,42 @@ class RunConfig:
 
     @classmethod
     def from_sources(cls, cli: dict[str, Any], config_file: Path | None = None) -> RunConfig:
-        """Merge defaults < config file < command line (``None`` on the CLI means "not given")."""
+        """Merge defaults < config file < command line (``None`` on the CLI means "not given").
+
+        Every value, from either source, goes through its key's validator (:data:`VALIDATORS`, or
+        one inferred from the field's default) before anything runs. Method options merge per key:
+        ``--set kd.alpha=…`` overrides the file's ``kd.alpha`` and keeps its other options.
+        """
         merged: dict[str, Any] = {}
+        known = {f.name for f in dataclasses.fields(cls)}
         if config_file is not None:
             data = _read_yaml(config_file) or {}
             if not isinstance(data, dict):
                 raise KDBenchError(f"{config_file}: expected a mapping of run options")
-            merged.update({k.replace("-", "_"): v for k, v in data.items()})
-        merged.update({k: v for k, v in cli.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
+            for k, v in data.items():
+                if not isinstance(k, str):
+                    raise KDBenchError(f"{config_file}: option name {_short(k)} is not a string")
+                merged[k.replace("-", "_")] = v
+            unknown = sorted(set(merged) - known)
+            if unknown:
+                from kdbench.registry import did_you_mean
+
+                raise KDBenchError(f"{config_file}: " + did_you_mean("option", unknown[0], sorted(known)))
+            # Every value of the file is checked, also those the command line overrides.
+            file_defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+            for k, v in merged.items():
+                validate_option(k, v, file_defaults[k])
+            if "options" in merged:
+                merged["options"] = _options(merged["options"], "options")
+        for k, v in cli.items():
+            if v is None:
+                continue
+            if k == "options" and "options" in merged:  # per key, not the whole mapping
+                file_opts = merged["options"]
+                for method, opts in _options(v, "--set").items():
+                    file_opts[method] = {**file_opts.get(method, {}), **opts}
+                continue
+            merged[k] = v
         unknown = sorted(set(merged) - known)
         if unknown:
             from kdbench.registry import did_you_mean
@@ -237,30 +376,11 @@ class RunConfig:
             raise KDBenchError("run config: " + did_you_mean("option", unknown[0], sorted(known)))
         if "data_dir" not in merged and os.environ.get("KDBENCH_DATA_DIR"):
             merged["data_dir"] = os.environ["KDBENCH_DATA_DIR"]
-        out: dict[str, Any] = {}
-        for key, val in merged.items():
-            if key in ("methods", "tasks", "domains"):
-                val = parse_list(val, key)
-            elif key == "fractions":
-                val = parse_fractions(val)
-            elif key == "seeds":
-                val = parse_seeds(val)
-            elif key in ("results_dir", "data_dir", "cache_dir", "profiles_file", "ray_shared_dir"):
-                val = Path(val)
-            elif key == "options" and isinstance(val, (list, tuple)):
-                val = parse_assignments(val)
-            elif key == "precision" and val not in PRECISIONS:
-                raise KDBenchError(f"--precision: {val!r} is not one of {', '.join(PRECISIONS)}")
-            elif key == "executor" and val not in EXECUTORS:
-                raise KDBenchError(f"--executor: {val!r} is not one of {', '.join(EXECUTORS)}")
-            elif key in ("ray_num_cpus", "ray_num_gpus", "teacher_cache_mb"):
-                val = _number(val, key, float, minimum=0.0)
-            elif key == "ray_max_retries":
-                val = _number(val, key, int, minimum=0.0)
-            out[key] = val
-        ray_options = sorted(k for k in out if k.startswith("ray_"))
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        out = {key: validate_option(key, val, defaults[key]) for key, val in merged.items()}
+        ray_options = sorted(k for k in out if k.startswith("ray_") and out[k] is not None)
         if ray_options and out.get("executor", "local") != "ray":
-            flag = "--" + ray_options[0].replace("_", "-")
+            flag = _flag(ray_options[0])
             raise KDBenchError(f"{flag} only applies with --executor ray; add --executor ray or drop {flag}")
         return cls(**out)
 
@@ -268,3 +388,118 @@ class RunConfig:
         if self.cache_dir is not None:
             return self.cache_dir
         return Path(os.environ.get("KDBENCH_CACHE_DIR", Path.home() / ".cache" / "kdbench"))
+
+
+# ------------------------------------------------------------------------------- validators
+def _options(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    """Method options as ``{method: {key: value}}``, from ``--set`` items or a config mapping."""
+    if isinstance(value, (list, tuple)):
+        return parse_assignments(value)
+    if isinstance(value, str):
+        return parse_assignments([value])
+    if not isinstance(value, dict):
+        raise KDBenchError(f"{where}: expected a mapping of method names to options, e.g. kd: {{alpha: 0.7}}")
+    out: dict[str, dict[str, Any]] = {}
+    for method, opts in value.items():
+        if not isinstance(method, str) or not isinstance(opts, dict) or \
+                not all(isinstance(k, str) for k in opts):
+            raise KDBenchError(f"{where}: {_short(method)}: expected a mapping of option names to values, "
+                               "e.g. kd: {alpha: 0.7}")
+        bad = [k for k, v in opts.items() if not isinstance(v, (str, int, float, bool))]
+        if bad:
+            raise KDBenchError(f"{where}: {method}.{bad[0]} = {_short(opts[bad[0]])} is not a single value")
+        out[method] = dict(opts)
+    return out
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any, str], Any]:
+    def check(value: Any, key: str) -> Any:
+        if value not in choices:
+            raise KDBenchError(f"{_flag(key)}: {_short(value)} is not one of {', '.join(choices)}")
+        return value
+    return check
+
+
+def _text(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise KDBenchError(f"{_flag(key)}: {_short(value)} is not a non-empty name")
+    return value.strip()
+
+
+def _path(value: Any, key: str) -> Path:
+    if not isinstance(value, (str, Path)) or not str(value).strip() or "\0" in str(value):
+        raise KDBenchError(f"{_flag(key)}: {_short(value)} is not a path; give a non-empty path")
+    return Path(value)
+
+
+def _bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.strip().lower() in ("true", "yes", "on", "1")
+    raise KDBenchError(f"{_flag(key)}: {_short(value)} is not true or false")
+
+
+def _device(value: Any, key: str) -> str:
+    from kdbench.device import check_device_name
+
+    return check_device_name(_text(value, key))
+
+
+def _model(value: Any, key: str) -> str:
+    from kdbench.modeling import check_spec_syntax
+
+    return check_spec_syntax(_text(value, key), _flag(key))
+
+
+#: One validator per RunConfig key: ``f(value, key) -> validated value``, raising a one-line
+#: :class:`KDBenchError`. A key that is not listed gets one inferred from its default's type
+#: (:func:`validate_option`), so new keys are validated too; list one here for anything finer.
+VALIDATORS: dict[str, Callable[[Any, str], Any]] = {
+    "methods": lambda v, k: parse_list(v, k),
+    "tasks": lambda v, k: parse_list(v, k),
+    "domains": lambda v, k: parse_list(v, k),
+    "fractions": lambda v, k: parse_fractions(v),
+    "seeds": lambda v, k: parse_seeds(v),
+    "profile": _text,
+    "profiles_file": _path,
+    "teacher": _model,
+    "student": _model,
+    "results_dir": _path,
+    "data_dir": _path,
+    "cache_dir": _path,
+    "device": _device,
+    "precision": _choice(PRECISIONS),
+    "options": lambda v, k: _options(v, "options (--set)"),
+    "teacher_cache_mb": lambda v, k: _number(v, k, float, minimum=0.0),
+    "executor": _choice(EXECUTORS),
+    "ray_address": _text,
+    "ray_num_cpus": lambda v, k: _number(v, k, float, minimum=0.0),
+    "ray_num_gpus": lambda v, k: _number(v, k, float, minimum=0.0),
+    "ray_max_retries": lambda v, k: _number(v, k, int, minimum=0.0),
+    "ray_shared_dir": _path,
+}
+
+
+def validate_option(key: str, value: Any, default: Any = None) -> Any:
+    """The validated value of RunConfig ``key``; ``None`` is accepted where the default is ``None``."""
+    if value is None:
+        if default is None:
+            return None
+        raise KDBenchError(f"{_flag(key)}: needs a value (the default is {_short(default)})")
+    check = VALIDATORS.get(key)
+    if check is not None:
+        return check(value, key)
+    if isinstance(default, bool):
+        return _bool(value, key)
+    if isinstance(default, int):
+        return _number(value, key, int, minimum=-math.inf)
+    if isinstance(default, float):
+        return _number(value, key, float, minimum=-math.inf)
+    if isinstance(default, Path):
+        return _path(value, key)
+    if isinstance(default, str):
+        return _text(value, key)
+    if isinstance(default, tuple):
+        return parse_list(value, key)
+    return value

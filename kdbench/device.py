@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -14,16 +15,38 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
 
+DEVICE_NAME = re.compile(r"^(auto|cpu|cuda|cuda:\d{1,4}|mps)$")
+
+
+def check_device_name(name: str) -> str:
+    """The form of ``--device`` (no torch needed): auto, cpu, cuda, cuda:N or mps."""
+    if not isinstance(name, str) or not DEVICE_NAME.match(name):
+        shown = " ".join(repr(name).split())[:60]
+        raise KDBenchError(f"--device: {shown} is not a device; use auto, cpu or cuda[:N]")
+    return name
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` → cuda when available, else cpu. ``cuda`` without a GPU is a user error."""
+    """``auto`` → cuda when available, else cpu. A device torch cannot use here is a user error.
+
+    Called before the grid starts (and before anything is written), so a device that is not
+    there is refused with exit 2 instead of failing every cell.
+    """
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise KDBenchError(f"--device {name}: no CUDA device is available; use --device cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise KDBenchError(f"--device: {name!r} is not a device; use auto, cpu or cuda[:N]") from None
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise KDBenchError(f"--device {name}: no CUDA device is available; use --device cpu or auto")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise KDBenchError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                               f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    if name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise KDBenchError("--device mps: MPS is not available on this machine; use --device cpu or auto")
+    return torch.device(name)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -33,16 +56,34 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+THREAD_VARS = ("KDBENCH_THREADS", "OMP_NUM_THREADS")
+
+
+def check_thread_env(environ: Mapping[str, str] | None = None) -> None:
+    """``KDBENCH_THREADS`` and ``OMP_NUM_THREADS``, when set, must be positive integers."""
+    env = os.environ if environ is None else environ
+    for var in THREAD_VARS:
+        value = env.get(var, "").strip()
+        if not value:  # unset or empty: not a setting
+            continue
+        if not (value.isascii() and value.isdigit() and 0 < int(value) <= 4096):
+            shown = " ".join(repr(env[var]).split())[:40]
+            raise KDBenchError(f"{var}={shown} is not a positive integer (a number of threads); "
+                               f"set it to e.g. 1, or unset it")
+
+
 def cpu_threads() -> int:
     """Threads for CPU work: ``KDBENCH_THREADS``, else ``OMP_NUM_THREADS``, else the usable cores.
 
     An explicit setting wins because several kdbench processes on one box (Ray workers, a user's
     parallel jobs) each taking every core oversubscribe it: a measured tiny step went from 0.12 s
-    to 3.0 s when two 2-thread processes shared 2 cores.
+    to 3.0 s when two 2-thread processes shared 2 cores. Invalid values are refused
+    (:func:`check_thread_env`), not ignored.
     """
-    for var in ("KDBENCH_THREADS", "OMP_NUM_THREADS"):
+    check_thread_env()
+    for var in THREAD_VARS:
         value = os.environ.get(var, "").strip()
-        if value.isdigit() and int(value) > 0:
+        if value:
             return int(value)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, cores or 1)

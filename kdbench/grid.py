@@ -48,12 +48,27 @@ def task_domains(config: RunConfig, registry: Registry) -> dict[str, tuple[str, 
     return out
 
 
+#: the most cells one run may list; a larger grid is refused before it is expanded
+MAX_CELLS = 100_000
+
+
+def grid_size(config: RunConfig, selected: dict[str, tuple[str, ...]]) -> int:
+    """Number of cells, computed without listing them (``--seeds 10**18`` must not exhaust memory)."""
+    per_seed = sum(len(d) for d in selected.values()) * len(config.methods) * len(config.fractions)
+    return per_seed * config.seeds
+
+
 def expand(config: RunConfig, registry: Registry) -> list[Cell]:
     """All cells, method innermost: cells that share a teacher and a subset run back to back."""
     for m in config.methods:
         registry.methods.get(m)
+    selected = task_domains(config, registry)
+    size = grid_size(config, selected)
+    if size > MAX_CELLS:
+        raise KDBenchError(f"the grid has {size:,} cells (methods × domains × fractions × seeds), more than "
+                           f"{MAX_CELLS:,}; split it into several runs or lower --seeds")
     cells = []
-    for task, domains in task_domains(config, registry).items():
+    for task, domains in selected.items():
         for fraction in config.fractions:
             for seed in range(config.seeds):
                 for domain in domains:

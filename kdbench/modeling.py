@@ -121,9 +121,60 @@ class KDModel(nn.Module):
                            attention_scores=scores)
 
 
+#: bounds of a ``tiny:`` spec: enough for any test model, small enough not to exhaust memory by a typo
+TINY_MAX_LAYERS, TINY_MAX_HIDDEN = 48, 4096
+
+
 def parse_tiny(spec: str) -> tuple[int, int, int] | None:
     m = TINY_SPEC.match(spec)
     return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def check_spec_syntax(spec: str, role: str = "model") -> str:
+    """A ``tiny:L<layers>-H<hidden>-A<heads>`` spec must be well formed and buildable: layers >= 1,
+    heads >= 1, hidden a multiple of heads. Other specs (hub ids, paths) are checked by
+    :func:`check_model_available`, which needs the files."""
+    if not spec.startswith("tiny:"):
+        return spec
+    tiny = parse_tiny(spec)
+    shown = " ".join(repr(spec).split())[:60]
+    if tiny is None:
+        raise KDBenchError(f"{role} {shown}: a tiny model is written tiny:L<layers>-H<hidden>-A<heads>, "
+                           "e.g. tiny:L2-H32-A2")
+    layers, hidden, heads = tiny
+    if not 1 <= layers <= TINY_MAX_LAYERS:
+        raise KDBenchError(f"{role} {spec}: {layers} layers; use 1 to {TINY_MAX_LAYERS}")
+    if not 1 <= heads <= hidden <= TINY_MAX_HIDDEN:
+        raise KDBenchError(f"{role} {spec}: needs 1 <= heads <= hidden <= {TINY_MAX_HIDDEN}")
+    if hidden % heads:
+        raise KDBenchError(f"{role} {spec}: hidden size {hidden} is not a multiple of {heads} heads")
+    return spec
+
+
+def check_model_available(spec: str, role: str) -> None:
+    """Refuse, in one line naming it, a model spec that is not a model: a malformed tiny spec, a path
+    without a model config, a hub id that is not in the cache (offline) or on the hub.
+
+    Only the model's config is read (a few KB), so this runs before the grid starts.
+    """
+    from pathlib import Path
+
+    check_spec_syntax(spec, role)
+    if spec.startswith("tiny:"):
+        return
+    shown = " ".join(repr(spec).split())[:80]
+    local = Path(spec).expanduser()
+    if local.exists() and not (local / "config.json").is_file():
+        raise KDBenchError(f"{role} {shown}: {local} is not a model directory (no config.json in it)")
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(spec)
+    except Exception as exc:  # noqa: BLE001 - anything that is not a model gets the same one line
+        msg = " ".join(str(exc).split())[:160]
+        raise KDBenchError(f"{role} {shown} is not a model kdbench can load ({type(exc).__name__}: {msg}); "
+                           "give a hub id, a model directory or tiny:L…-H…-A…; offline, set HF_HOME to a "
+                           "cache that holds it and HF_HUB_OFFLINE=1") from None
 
 
 def load_model(spec: str, num_labels: int, heads: Sequence[str] = ("main",), *,

@@ -34,7 +34,8 @@ def did_you_mean(kind: str, name: str, choices: list[str]) -> str:
     """One-line message for an unknown ``name`` with the closest valid choice, if any."""
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown {kind} {name!r}{hint} (choose from: {', '.join(sorted(choices))})"
+    shown = " ".join(repr(name if len(name) <= 60 else name[:59] + "…").split())
+    return f"unknown {kind} {shown}{hint} (choose from: {', '.join(sorted(choices))})"
 
 
 @dataclass

@@ -30,6 +30,11 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``: recorded when kdbench stores a file, checked when it reads it back."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -78,7 +83,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
     """The parsed file, or None when it is missing or corrupt (it is then recomputed)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep to parse
         return None
     return data if isinstance(data, dict) else None
 

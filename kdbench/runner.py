@@ -66,6 +66,25 @@ class RunSummary:
         return 1 if self.failed else 0
 
 
+#: a data fraction must leave at least this many training examples of each label in the target domain
+MIN_TRAIN_PER_LABEL = 8
+
+
+def check_cache_dir(cache: Path) -> None:
+    """The cache directory (downloads, tokenizers) must be a directory kdbench can create and write."""
+    where = f"cache directory {cache}"
+    if cache.exists() and not cache.is_dir():
+        raise KDBenchError(f"{where} is not a directory; pass a directory with --cache-dir")
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        probe = cache / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise KDBenchError(f"{where} is not writable ({exc.strerror or type(exc).__name__}); "
+                           "pass a writable --cache-dir") from None
+
+
 def check_writable(results_dir: Path) -> None:
     try:
         res.cells_dir(results_dir).mkdir(parents=True, exist_ok=True)
@@ -148,11 +167,55 @@ class Runner:
             from kdbench import ray_executor
 
             ray_executor.check_available()
-        for task in dict.fromkeys(c.task for c in self.cells):
-            self.task_state(task)
+        self.check_inputs()
         check_writable(self.config.results_dir)
+        self.check_result_paths()
         with run_lock(self.config.results_dir):
             return self._run()
+
+    def check_inputs(self) -> None:
+        """Every check that needs more than the configuration, before anything is written: the
+        thread settings, the models, the cache directory, each task's data and the fractions."""
+        from kdbench.modeling import check_model_available
+
+        dev.check_thread_env()
+        methods = [self.methods[m] for m in self.config.methods]
+        check_model_available(self.profile.student, "student")
+        if any(m.teacher != "none" for m in methods):
+            check_model_available(self.profile.teacher, "teacher")
+        check_cache_dir(self.config.cache_path())
+        for task in dict.fromkeys(c.task for c in self.cells):
+            self.task_state(task)
+        self.check_fractions()
+
+    def check_result_paths(self) -> None:
+        """Refuse a results directory where a file this run writes is something else (a directory, a
+        FIFO): the run would fail at its first write, after other files were already written."""
+        paths = [self.config.results_dir / "run.json", *(self.cell_path(c) for c in self.cells)]
+        for path in paths:
+            if (path.exists() or path.is_symlink()) and not path.is_file():
+                raise KDBenchError(f"{path} is not a regular file; move it away, then rerun")
+
+    def check_fractions(self) -> None:
+        """Refuse a fraction that would leave fewer than :data:`MIN_TRAIN_PER_LABEL` examples of a
+        label (e.g. ``--fractions 1e-9`` would train on one example per label)."""
+        from collections import Counter
+
+        seen: set[tuple[str, str, float]] = set()
+        for cell in self.cells:
+            if cell.fraction >= 1.0 or (cell.task, cell.domain, cell.fraction) in seen:
+                continue
+            seen.add((cell.task, cell.domain, cell.fraction))
+            domains = self.task_state(cell.task).domains
+            names = list(domains) if self.config.fraction_all_domains else [cell.domain]
+            for name in names:
+                for label, n in sorted(Counter(ex.label for ex in domains[name].train).items()):
+                    keep = max(1, round(cell.fraction * n))
+                    if keep < min(MIN_TRAIN_PER_LABEL, n):
+                        raise KDBenchError(
+                            f"--fractions {cell.fraction:g} leaves {keep} training example(s) of label {label} "
+                            f"in {cell.task}/{name} (of {n}); at least {MIN_TRAIN_PER_LABEL} are needed, so "
+                            f"use a fraction of at least {MIN_TRAIN_PER_LABEL / n:.2g}")
 
     def _run(self) -> RunSummary:
         todo = [c for c in self.cells if not self.is_done(c)]
@@ -227,7 +290,14 @@ class Runner:
         if name not in self.tasks:
             task = self.registry.tasks.get(name)(data_dir=self.config.data_dir,
                                                  cache_dir=self.config.cache_path())
-            domains = task.load()
+            try:
+                domains = task.load()
+            except (KDBenchError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported in one line, exit 2
+                msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+                raise KDBenchError(f"task {name!r} ({type(task).__module__}) failed to load its data: {msg}") \
+                    from exc
             self.tasks[name] = TaskState(task, domains, load_tokenizer(self.profile, domains,
                                                                        self.config.cache_path()))
         return self.tasks[name]
@@ -336,7 +406,7 @@ class Runner:
             handle = None
             with dev.preserved_rng():  # the cell's random state must not depend on where the teacher came from
                 if meta is not None and (folder / "model.safetensors").exists() and self.config.reuse:
-                    handle = self._load_teacher(kind, ctx, folder)
+                    handle = self._load_teacher(kind, ctx, folder, meta)
                 if handle is None:
                     handle, meta = self._train_teacher(kind, kind_name, ctx, folder, key)
             self.teachers[key] = handle
@@ -362,13 +432,25 @@ class Runner:
                      for d in ctx.train_domains}})
         return kind, ctx, key
 
-    def _load_teacher(self, kind: Teacher, ctx: TeacherContext, folder: Path) -> TeacherHandle | None:
-        from safetensors.torch import load_file
+    def _load_teacher(self, kind: Teacher, ctx: TeacherContext, folder: Path,
+                      meta: Mapping[str, Any]) -> TeacherHandle | None:
+        """The stored teacher, or None (it is then retrained) when its checkpoint is unreadable or its
+        sha256 differs from the one recorded in ``meta.json`` when it was written."""
+        from safetensors.torch import load
 
+        try:
+            data = (folder / "model.safetensors").read_bytes()
+        except OSError as exc:
+            self.reporter.message(f"teacher {folder.name}: unreadable checkpoint ({type(exc).__name__}); retraining")
+            return None
+        if meta.get("sha256") != res.sha256_bytes(data):
+            why = "has no recorded sha256" if not meta.get("sha256") else "does not match its recorded sha256"
+            self.reporter.message(f"warning: teacher {folder.name}: checkpoint {why}; retraining")
+            return None
         try:
             dev.seed_everything(ctx.seed)
             model = kind.build(ctx)
-            model.load_state_dict(load_file(str(folder / "model.safetensors")))
+            model.load_state_dict(load(data))
         except Exception as exc:  # noqa: BLE001 - a corrupt checkpoint is retrained, not fatal
             self.reporter.message(f"teacher {folder.name}: unreadable checkpoint ({type(exc).__name__}); retraining")
             return None
@@ -389,8 +471,9 @@ class Runner:
         self.summary.teachers_trained += 1
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         # Checkpoint first, metadata last: meta.json's presence marks a complete teacher.
-        res.atomic_write_bytes(folder / "model.safetensors", save(state))
-        meta = {"key": key, "kind": kind_name, "domains": list(ctx.train_domains), "seed": ctx.seed,
+        weights = save(state)
+        res.atomic_write_bytes(folder / "model.safetensors", weights)
+        meta = {"key": key, "sha256": res.sha256_bytes(weights), "kind": kind_name, "domains": list(ctx.train_domains), "seed": ctx.seed,
                 "train_seconds": round(seconds, 3), "params": count_parameters(model),
                 "dev_accuracy": fit.info.get("best_dev"),
                 "profile": self.profile.name, "model": self.profile.teacher, "versions": res.versions()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -286,14 +287,32 @@ def teacher_logits(ctx: FitContext, teacher: TeacherHandle, enc: Encoded) -> tor
         return compute()
     key = res.config_hash([teacher.key, teacher.head, ctx.precision, enc.input_ids, enc.token_type_ids])
     path = ctx.workdir / "cache" / "teacher-logits" / f"{key}.npy"
+    # Integrity: the sha256 of the .npy bytes is written beside it (after it) and checked on every
+    # read; a file that does not match (tampered, or half-replaced by hand) is recomputed with a warning.
+    digest_path = path.with_suffix(".sha256")
     try:
-        return torch.from_numpy(np.load(path, mmap_mode="r").copy())
-    except (OSError, ValueError):
-        pass  # missing or corrupt: compute it again
+        data = path.read_bytes()
+    except OSError:
+        data = None  # missing: compute it
+    if data is not None:
+        try:
+            recorded = digest_path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            recorded = ""
+        if recorded == res.sha256_bytes(data):
+            try:
+                cached = np.load(io.BytesIO(data), allow_pickle=False)
+                if cached.shape == (len(enc.labels), cached.shape[-1]) and np.isfinite(cached).all():
+                    return torch.from_numpy(np.array(cached))
+            except (OSError, ValueError):
+                pass
+        print(f"kdbench: warning: teacher-logits cache {path.name} does not match its recorded sha256 "
+              "(or is unreadable); recomputing it", file=sys.stderr)
     logits = compute()
     buf = io.BytesIO()
     np.save(buf, logits.numpy(), allow_pickle=False)
     res.atomic_write_bytes(path, buf.getvalue())
+    res.atomic_write_bytes(digest_path, (res.sha256_bytes(buf.getvalue()) + "\n").encode())
     return logits
 
 

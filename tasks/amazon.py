@@ -227,6 +227,37 @@ class AmazonTask(Task):
         )
 
 
+#: sha256 of every file kdbench reads from the archive, checked after each download and extraction.
+#: The archive itself could not be hashed where these were pinned (only its extracted
+#: ``sorted_data_acl`` was available), so each extracted ``.review`` file is pinned instead; a download
+#: whose files differ is deleted and refused.
+REVIEW_SHA256 = {
+    "books/negative.review": "562c58de7f739c9af2d62377ea2253ff73e89f69c84a332088f341cdb0e09660",
+    "books/positive.review": "72c39d63dfd7edf77895de7c796f67e095f847f4b56bca0704aba3bbf57f23b9",
+    "dvd/negative.review": "de1b539d29dc7edfbabf0ca4b1bce4e296d486533f3730012e4b49e36e762fa3",
+    "dvd/positive.review": "fcf5207f79aa8af4910b5793c15fe90f25eb39501f9f4bdbd8f60a817224e28d",
+    "electronics/negative.review": "571287120d63e289753231804f33169b2ec4348ca6d24fa0d781a3a08e6376ff",
+    "electronics/positive.review": "98daefad1056ec8d98fe910bdb50ae282695b9c2b89c2bc1513b9d2203b38a11",
+    "kitchen_&_housewares/negative.review": "0ad1fa1f4539b47933fcef01be674b1246d1dc01403197c1439004cbaf4b543e",
+    "kitchen_&_housewares/positive.review": "90ebec2b5a6ac040e16836c32b8efbd92ce98804b916c6367f7ade3b8d536798",
+}
+
+
+def _checksum_mismatches(root: Path) -> list[str]:
+    """The pinned files under ``root`` whose sha256 differs from :data:`REVIEW_SHA256`."""
+    import hashlib
+
+    bad = []
+    for rel, digest in REVIEW_SHA256.items():
+        try:
+            actual = hashlib.sha256((root / rel).read_bytes()).hexdigest()
+        except OSError:
+            actual = ""
+        if actual != digest:
+            bad.append(rel)
+    return bad
+
+
 def _missing_files(root: Path) -> list[str]:
     return [f"{d}/{stem}.review" for d in DOMAIN_DIRS.values() for stem, _, _ in _FILES
             if not (root / d / f"{stem}.review").is_file()]
@@ -270,6 +301,11 @@ def _download_and_extract(amazon_dir: Path, root: Path) -> None:
         if not found or _missing_files(found[0]):
             archive.unlink(missing_ok=True)
             raise ValueError(f"archive {archive} has no complete sorted_data_acl directory")
+        bad = _checksum_mismatches(found[0])
+        if bad:
+            archive.unlink(missing_ok=True)  # a damaged or substituted download must not be reused
+            raise ValueError(f"archive {archive} failed its sha256 check ({_listing(bad)} differ from the "
+                             "pinned checksums); it was deleted, so the next run downloads it again")
         if root.exists():
             shutil.rmtree(root)  # an incomplete earlier extraction in our own cache
         try:

@@ -48,7 +48,7 @@ BAD = [
     (["run", "--executor", "dask"], "--executor: 'dask' is not one of local, ray"),
     (["run", "--ray-num-cpus", "2"], "only applies with --executor ray"),  # conflicting options
     (["run", "--executor", "ray", "--ray-num-cpus", "-1"], "must be at least 0"),
-    (["run", "--executor", "ray", "--ray-max-retries", "many"], "not a number"),
+    (["run", "--executor", "ray", "--ray-max-retries", "many"], "not an integer"),
     (["frobnicate"], "invalid choice"),
 ]
 BAD = [b for b in BAD if b[1] is not None]

@@ -79,3 +79,90 @@ def test_method_options_are_typed_and_checked():
         method_config(KDConfig, "kd", {"alpha": "high"})
     with pytest.raises(KDBenchError, match="alpha"):
         method_config(KDConfig, "kd", {"alpha": "2"})
+
+
+# ------------------------------------------------------------------ validation of every key (#18 §1)
+def test_every_run_config_key_is_validated():
+    """Each RunConfig field refuses a value of no sensible type, in one line: a key added later gets
+    a validator from its default's type, or needs an entry in config.VALIDATORS (this test says so)."""
+    import dataclasses
+
+    from kdbench.config import validate_option
+
+    for f in dataclasses.fields(RunConfig):
+        with pytest.raises(KDBenchError) as info:
+            validate_option(f.name, object(), f.default)
+        assert "\n" not in str(info.value), f.name
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("results_dir: 123\n", "--results-dir: 123 is not a path"),
+    ("methods: 5\n", "--methods: 5 is not a list"),
+    ("profile: null\n", "--profile: needs a value"),
+    ("compile: maybe\n", "--compile: 'maybe' is not true or false"),
+    ("seeds: 2.5\n", "not an integer"),
+    ("teacher_cache_mb: abc\n", "not a number"),
+    ("executor: ray\nray_num_gpus: -1\n", "must be at least 0"),
+    ("device: 3\n", "--device"),
+])
+def test_config_file_values_are_typed(tmp_path: Path, text, message):
+    f = tmp_path / "run.yaml"
+    f.write_text(text)
+    with pytest.raises(KDBenchError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        RunConfig.from_sources({}, f)
+
+
+def test_config_file_value_is_checked_even_when_the_cli_overrides_it(tmp_path: Path):
+    f = tmp_path / "run.yaml"
+    f.write_text("seeds: many\n")
+    with pytest.raises(KDBenchError, match="--seeds"):
+        RunConfig.from_sources({"seeds": "2"}, f)
+
+
+def test_config_values_of_the_right_type_are_accepted(tmp_path: Path):
+    f = tmp_path / "run.yaml"
+    f.write_text("methods: [student, kd]\nfractions: 0.5\nseeds: 2\ncompile: true\nreuse: no\n"
+                 "teacher_cache_mb: 16\nteacher: tiny:L2-H32-A2\ndevice: cpu\ndomains: null\n")
+    cfg = RunConfig.from_sources({}, f)
+    assert (cfg.methods, cfg.fractions, cfg.seeds, cfg.compile, cfg.reuse) == (("student", "kd"), (0.5,), 2, True,
+                                                                                False)
+    assert cfg.teacher_cache_mb == 16.0 and cfg.teacher == "tiny:L2-H32-A2" and cfg.domains is None
+
+
+def test_non_utf8_config_file_is_one_line(tmp_path: Path):
+    f = tmp_path / "run.yaml"
+    f.write_bytes(b"seeds: 1\n\xff\xfe\n")
+    with pytest.raises(KDBenchError, match="not UTF-8") as info:
+        RunConfig.from_sources({}, f)
+    assert "\n" not in str(info.value)
+
+
+def test_set_merges_per_key_with_the_config_file(tmp_path: Path):
+    f = tmp_path / "run.yaml"
+    f.write_text("options: {kd: {alpha: 0.3}}\n")
+    assert RunConfig.from_sources({"options": ["kd.temperature=2"]}, f).options == {
+        "kd": {"alpha": 0.3, "temperature": "2"}}
+    assert RunConfig.from_sources({"options": ["kd.alpha=0.9"]}, f).options == {"kd": {"alpha": "0.9"}}
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("batch_size: 0", "batch_size = 0"), ("eval_batch_size: -4", "eval_batch_size = -4"),
+    ("max_len: 0", "max_len = 0"), ("max_len: '64'", "max_len = '64'"),
+    ("student_train: {lr: abc}", "student_train.lr = 'abc'"), ("teacher_train: {epochs: 0}", "teacher_train.epochs = 0"),
+    ("student_train: {epochs: 1.5}", "student_train.epochs = 1.5"), ("student_train: {lr: -0.1}", "student_train.lr = -0.1"),
+    ("student_train: {warmup: -0.1}", "student_train.warmup = -0.1"),
+    ("teacher_train: {max_grad_norm: .inf}", "teacher_train.max_grad_norm = inf"),
+    ("methods: {kd: 3}", "methods = "),
+])
+def test_profile_settings_are_validated(tmp_path: Path, setting, message):
+    extra = tmp_path / "profiles.yaml"
+    extra.write_text(f"mine:\n  teacher: tiny:L2-H32-A2\n  student: tiny:L1-H32-A2\n  {setting}\n")
+    with pytest.raises(KDBenchError, match=f"profile 'mine': {message.replace('.', '[.]')}"):
+        resolve_profile("mine", extra)
+
+
+def test_builtin_profiles_are_valid():
+    from kdbench.config import load_profiles, validate_profile
+
+    for name, raw in load_profiles().items():
+        validate_profile(name, raw)

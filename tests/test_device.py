@@ -11,7 +11,7 @@ from kdbench import device
 @pytest.mark.parametrize(("env", "want"), [
     ({"KDBENCH_THREADS": "3", "OMP_NUM_THREADS": "5"}, 3),   # kdbench's own setting wins
     ({"OMP_NUM_THREADS": "5"}, 5),
-    ({"KDBENCH_THREADS": "zero", "OMP_NUM_THREADS": "0"}, None),  # nonsense falls back to cores
+    ({"KDBENCH_THREADS": "", "OMP_NUM_THREADS": " "}, None),  # empty = unset: the usable cores
 ])
 def test_cpu_threads_respects_the_environment(monkeypatch, env, want):
     for var in ("KDBENCH_THREADS", "OMP_NUM_THREADS"):
@@ -20,6 +20,43 @@ def test_cpu_threads_respects_the_environment(monkeypatch, env, want):
         monkeypatch.setenv(k, v)
     monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6}, raising=False)
     assert device.cpu_threads() == (want if want is not None else 7)
+
+
+@pytest.mark.parametrize("value", ["zero", "0", "-2", "1.5", "2 threads", "١", "99999999"])
+@pytest.mark.parametrize("var", ["KDBENCH_THREADS", "OMP_NUM_THREADS"])
+def test_invalid_thread_settings_are_refused_in_one_line(monkeypatch, var, value):
+    """Invalid values are refused, not silently ignored (Hardening round 2, §1 Environment)."""
+    from kdbench.api import KDBenchError
+
+    monkeypatch.setenv(var, value)
+    with pytest.raises(KDBenchError, match=f"{var}=.* is not a positive integer") as info:
+        device.cpu_threads()
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["tpu", "gpu", "cuda:x", "cuda:-1", "CPU", "", "cpu ", "cuda:99999", "xla"])
+def test_device_names_that_torch_has_no_such_device_for_are_refused(name):
+    from kdbench.api import KDBenchError
+
+    with pytest.raises(KDBenchError, match="--device"):
+        device.resolve_device(name)
+
+
+def test_devices_that_are_not_here_are_refused(monkeypatch):
+    from kdbench.api import KDBenchError
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(KDBenchError, match="MPS is not available"):
+        device.resolve_device("mps")
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        with pytest.raises(KDBenchError, match=f"has {n} CUDA device"):
+            device.resolve_device(f"cuda:{n}")
+        assert device.resolve_device("cuda:0").type == "cuda"
+    else:
+        with pytest.raises(KDBenchError, match="no CUDA device"):
+            device.resolve_device("cuda:0")
+    assert device.resolve_device("cpu") == torch.device("cpu")
 
 
 def test_setup_sets_torch_threads(monkeypatch):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from kdbench.config import resolve_profile
@@ -56,3 +57,32 @@ def test_extra_heads_are_independent():
     model = tiny(heads=("books", "dvd"))
     assert set(model.heads) == {"books", "dvd"}
     assert not torch.equal(model.heads["books"].weight, model.heads["dvd"].weight)
+
+
+# ------------------------------------------------------------------ model specs (#18 §1)
+@pytest.mark.parametrize(("spec", "message"), [
+    ("tiny:L0-H0-A0", "0 layers"), ("tiny:L2-H30-A4", "not a multiple of 4 heads"),
+    ("tiny:L2-H0-A0", "heads <= hidden"), ("tiny:L2-H4-A8", "heads <= hidden"), ("tiny:L2-H32", "tiny:L<layers>"),
+    ("tiny:L99-H32-A2", "99 layers"), ("tiny:L2-H99999-A1", "hidden <= 4096"),
+])
+def test_bad_tiny_specs_are_refused(spec, message):
+    from kdbench.api import KDBenchError
+    from kdbench.modeling import check_model_available
+
+    with pytest.raises(KDBenchError, match=message.replace("<", ".").replace(">", ".")) as info:
+        check_model_available(spec, "teacher")
+    assert "\n" not in str(info.value) and "teacher" in str(info.value)
+
+
+def test_a_path_or_hub_id_that_is_not_a_model_is_named(tmp_path, monkeypatch):
+    from kdbench.api import KDBenchError
+    from kdbench.modeling import check_model_available
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(KDBenchError, match="is not a model directory") as info:
+        check_model_available(str(tmp_path), "student")
+    assert str(tmp_path) in str(info.value)
+    with pytest.raises(KDBenchError, match="'no-org/no-such-model' is not a model") as info:
+        check_model_available("no-org/no-such-model", "student")
+    assert "\n" not in str(info.value)
+    check_model_available("tiny:L2-H32-A4", "student")  # fine

@@ -180,7 +180,7 @@ def test_corrupt_cell_and_teacher_are_recomputed(tmp_path, data_dir, cache_dir):
     s = runner.run(cfg, registry.load(), Rec())
     assert (s.ok, s.skipped, s.teachers_trained) == (2, 0, 1)
     assert any("unreadable result file" in m for m in messages)
-    assert any("unreadable checkpoint" in m for m in messages)
+    assert any("does not match its recorded sha256; retraining" in m for m in messages)  # garbage bytes
     assert json.loads(cell.read_text())["status"] == "ok"
 
 
@@ -223,3 +223,62 @@ def test_cuda_branches_without_a_gpu(monkeypatch):
 
     device.to_device({"x": FakeTensor()}, torch.device("cuda"))
     assert moved == {"pinned": True, "non_blocking": True}
+
+
+# ------------------------------------------------------------------ integrity of stored files (#18 §4)
+def _finished_toy(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _toycli import BASE, make_finished
+
+    results, cache = make_finished(tmp_path)
+    return results, cache, ["run", *BASE, "--results-dir", str(results), "--cache-dir", str(cache)]
+
+
+def test_tampered_teacher_checkpoint_is_retrained_with_a_warning(tmp_path):
+    """A well-formed checkpoint whose bytes differ from the sha256 in meta.json is not used."""
+    from _toycli import invoke, toy_cli
+    from safetensors.torch import load_file, save_file
+
+    results, _, args = _finished_toy(tmp_path)
+    (folder,) = list((results / "teachers").iterdir())
+    meta = json.loads((folder / "meta.json").read_text())
+    assert len(meta["sha256"]) == 64
+    weights = load_file(str(folder / "model.safetensors"))
+    save_file({k: v * 0 for k, v in weights.items()}, str(folder / "model.safetensors"))  # loads fine
+    kd = results / "cells" / "toy__garden__kd__f0.25__s0.json"
+    before = json.loads(kd.read_text())
+    kd.unlink()
+    with toy_cli():
+        got = invoke(args)
+    assert got.code == 0, got.err
+    text = " ".join((got.out + got.err).split())
+    assert "does not match its recorded sha256; retraining" in text and "1 teacher(s) trained" in text
+    after = json.loads(kd.read_text())
+    assert after["predictions"] == before["predictions"]  # the retrained teacher, not the zeroed one
+    assert after["train"]["losses"] == before["train"]["losses"]
+    import hashlib
+
+    new_meta = json.loads((folder / "meta.json").read_text())
+    assert new_meta["sha256"] == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_tampered_teacher_logits_cache_is_recomputed_with_a_warning(tmp_path):
+    """A well-formed cache of all-1e30 logits (the issue's example) is detected and recomputed."""
+    import numpy as np
+    from _toycli import invoke, toy_cli
+
+    results, _, args = _finished_toy(tmp_path)
+    caches = sorted((results / "cache" / "teacher-logits").glob("*.npy"))
+    assert caches and all(p.with_suffix(".sha256").is_file() for p in caches)
+    for p in caches:
+        np.save(p, np.full_like(np.load(p), 1e30), allow_pickle=False)
+    kd = results / "cells" / "toy__garden__kd__f0.25__s0.json"
+    before = json.loads(kd.read_text())
+    kd.unlink()
+    with toy_cli():
+        got = invoke(args)
+    assert got.code == 0, got.err
+    assert "does not match its recorded sha256" in got.err
+    after = json.loads(kd.read_text())
+    assert after["predictions"] == before["predictions"] and after["train"]["losses"] == before["train"]["losses"]
+    assert all(np.abs(np.load(p)).max() < 1e6 for p in caches)  # recomputed in place

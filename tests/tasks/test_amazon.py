@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kdbench.api import DomainData, Example, KDBenchError
+from kdbench_tasks import amazon
 from kdbench_tasks._split import stratified_holdout
 from kdbench_tasks.amazon import ARCHIVE_URL, DOMAIN_DIRS, AmazonParseError, AmazonTask, parse_reviews
 
@@ -197,6 +198,7 @@ def test_download_extracts_into_the_cache_once(tmp_path: Path, monkeypatch: pyte
 
     cache = tmp_path / "cache"
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(amazon, "REVIEW_SHA256", _sha256s(src))  # the synthetic archive's own
     data = AmazonTask(None, cache_dir=cache).load()
     assert calls == [ARCHIVE_URL]
     assert {len(dd.train) + len(dd.dev) + len(dd.test) for dd in data.values()} == {20}
@@ -205,6 +207,34 @@ def test_download_extracts_into_the_cache_once(tmp_path: Path, monkeypatch: pyte
     again = AmazonTask(None, cache_dir=cache).load()
     assert calls == [ARCHIVE_URL]  # served from the cache
     assert {d: dd.split_hash() for d, dd in again.items()} == {d: dd.split_hash() for d, dd in data.items()}
+
+
+def _sha256s(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in amazon.REVIEW_SHA256}
+
+
+def test_download_with_wrong_checksums_is_refused_and_deleted(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download whose files differ from the pinned sha256s is refused in one line, and deleted."""
+    src = tmp_path / "src" / "sorted_data_acl"
+    _write_corpus(src, 10)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        tf.add(src, arcname="sorted_data_acl")
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=0: io.BytesIO(buf.getvalue()))
+    cache = tmp_path / "cache"
+    with pytest.raises(KDBenchError) as info:  # the real pins: the synthetic corpus does not match
+        AmazonTask(None, cache_dir=cache).load()
+    msg = str(info.value)
+    assert "\n" not in msg and "sha256" in msg and "books/negative.review" in msg
+    assert not (cache / "amazon" / "domain_sentiment_data.tar.gz").exists()
+    assert not (cache / "amazon" / "sorted_data_acl").exists()
+
+
+def test_pinned_checksums_match_the_shared_corpus(data_dir: Path) -> None:
+    assert amazon._checksum_mismatches(data_dir / "amazon" / "sorted_data_acl") == []
 
 
 # ---------------------------------------------------------------------------------------- split
