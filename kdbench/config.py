@@ -118,6 +118,8 @@ def parse_seeds(value: int | str) -> int:
 
 
 EXECUTORS = ("local", "ray")
+SAVE_STUDENTS = ("none", "best", "all")
+TRACKERS = ("tensorboard", "mlflow")
 
 
 def _number(value: Any, key: str, kind: type, minimum: float) -> Any:
@@ -218,6 +220,14 @@ class RunConfig:
     ray_num_gpus: float | None = None  # GPUs each Ray task asks for; None: 1 when the cluster has GPUs
     ray_max_retries: int = 2  # retries of a Ray task whose worker died
     ray_shared_dir: Path | None = None  # teachers on this shared path instead of Ray's object store
+    #: keep trained students as Hugging Face model directories under <results-dir>/students/:
+    #: ``none``, ``best`` (per method, task, domain and fraction, the seed with the best dev accuracy)
+    #: or ``all`` (see kdbench.export_model)
+    save_students: str = "none"
+    #: experiment trackers fed from the hooks (kdbench.tracking): tensorboard, mlflow
+    log: tuple[str, ...] = ()
+    log_dir: Path | None = None  # TensorBoard event files; None: <results-dir>/tensorboard
+    mlflow_tracking_uri: str | None = None  # None: MLflow's file store in <results-dir>/mlruns
 
     @classmethod
     def from_sources(cls, cli: dict[str, Any], config_file: Path | None = None) -> RunConfig:
@@ -253,6 +263,17 @@ class RunConfig:
                 raise KDBenchError(f"--precision: {val!r} is not one of {', '.join(PRECISIONS)}")
             elif key == "executor" and val not in EXECUTORS:
                 raise KDBenchError(f"--executor: {val!r} is not one of {', '.join(EXECUTORS)}")
+            elif key == "save_students" and val not in SAVE_STUDENTS:
+                raise KDBenchError(f"--save-students: {val!r} is not one of {', '.join(SAVE_STUDENTS)}")
+            elif key == "log":
+                val = () if val in ("", "none", [], ()) else parse_list(val, "log")
+                bad = [t for t in val if t not in TRACKERS]
+                if bad:
+                    from kdbench.registry import did_you_mean
+
+                    raise KDBenchError("--log: " + did_you_mean("tracker", bad[0], list(TRACKERS)))
+            elif key == "log_dir":
+                val = Path(val)
             elif key in ("ray_num_cpus", "ray_num_gpus", "teacher_cache_mb"):
                 val = _number(val, key, float, minimum=0.0)
             elif key == "ray_max_retries":
@@ -262,6 +283,13 @@ class RunConfig:
         if ray_options and out.get("executor", "local") != "ray":
             flag = "--" + ray_options[0].replace("_", "-")
             raise KDBenchError(f"{flag} only applies with --executor ray; add --executor ray or drop {flag}")
+        if out.get("save_students", "none") != "none" and out.get("executor") == "ray":
+            raise KDBenchError("--save-students works with --executor local only (under ray the students "
+                               "stay on the workers); run the cells to keep locally")
+        for key, tracker in (("log_dir", "tensorboard"), ("mlflow_tracking_uri", "mlflow")):
+            if out.get(key) is not None and tracker not in out.get("log", ()):
+                flag = "--" + key.replace("_", "-")
+                raise KDBenchError(f"{flag} only applies with --log {tracker}; add it to --log or drop {flag}")
         return cls(**out)
 
     def cache_path(self) -> Path:
