@@ -145,6 +145,7 @@ def card_metadata(result: Mapping[str, Any], profile: Mapping[str, Any], command
             "n_test": len(gold),
             "parameters": (result.get("params") or {}).get("model"),
             "config_hash": result.get("config_hash"),
+            "created": result.get("created"),
             "command": command,
         },
     }
@@ -253,6 +254,21 @@ def _umask() -> int:
     return mask
 
 
+def kept_for(results_dir: Path, key: str, result: Mapping[str, Any]) -> bool:
+    """Whether ``students/<key>`` holds the student of this very result: its card names the result's
+    config hash and creation time (a cell recomputed later without ``--save-students`` has a stale one)."""
+    from huggingface_hub import metadata_load
+
+    card = student_dir(results_dir, key) / "README.md"
+    if not (card.parent / "config.json").exists() or not card.exists():
+        return False
+    try:
+        meta = (metadata_load(card) or {}).get("kdbench") or {}
+    except (OSError, ValueError):
+        return False
+    return bool(meta.get("config_hash") == result.get("config_hash") and meta.get("created") == result.get("created"))
+
+
 def keep_best(results_dir: Path, cells: Iterable[Cell]) -> list[str]:
     """``--save-students best``: per method, task, domain and fraction, keep the saved student whose
     seed has the best dev accuracy (ties: the lowest seed) and delete the others. Returns the kept keys."""
@@ -260,10 +276,8 @@ def keep_best(results_dir: Path, cells: Iterable[Cell]) -> list[str]:
 
     groups: dict[tuple[str, str, str, float], list[tuple[float, int, str]]] = {}
     for cell in cells:
-        if not (student_dir(results_dir, cell.key) / "config.json").exists():
-            continue
         result = res.read_json(res.cells_dir(results_dir) / f"{cell.key}.json")
-        if result is None or result.get("status") != "ok":
+        if result is None or result.get("status") != "ok" or not kept_for(results_dir, cell.key, result):
             continue
         groups.setdefault((cell.method, cell.task, cell.domain, cell.fraction), []).append(
             (-float(result["metrics"]["dev_accuracy"]), cell.seed, cell.key))
@@ -292,6 +306,9 @@ def export(results_dir: Path, key: str, out: Path) -> Path:
     if not (src / "config.json").exists():
         raise KDBenchError(f"cell {key} has no kept student in {students_dir(results_dir)}: rerun it with "
                            "--save-students all (best keeps only each group's best seed)")
+    if not kept_for(results_dir, key, result):
+        raise KDBenchError(f"the kept student of cell {key} is from an earlier computation of the cell, not "
+                           "from its current result; delete the cell file and rerun it with --save-students all")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KDBenchError(f"{out} exists and is not an empty folder; choose a new output folder")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -63,9 +63,10 @@ def kdbench_train_step(cell: Cell | None, stage: str, step: int, total: int, epo
 
     ``stage`` names the training run within the cell, as the method passes it to the trainer: the
     method's name for one-stage methods, one name per stage for multi-stage ones, ``teacher:<domain>``
-    for a teacher trained inside the cell (``step`` restarts at 1 in each stage). ``loss`` is the mean training loss since the previous
-    call, ``lr`` the learning rate after this step, ``total`` the stage's number of steps, ``epoch``
-    counts from 1. ``cell`` is ``None`` for a teacher trained outside any cell.
+    for a teacher trained inside the cell (``step`` restarts at 1 in each stage). ``loss`` is the mean
+    training loss of the steps since the loss was last read (at most ``LOG_EVERY`` steps; it is also
+    read at each epoch's end), ``lr`` the learning rate after this step, ``total`` the stage's number
+    of steps, ``epoch`` counts from 1. ``cell`` is ``None`` for a teacher trained outside any cell.
 
     Fires where the training runs: under ``--executor ray`` that is a worker, whose plugins are
     only the installed (entry-point) ones; the driver's plugins see the curve in
@@ -86,6 +87,6 @@ def kdbench_cell_finish(cell: Cell, result: dict[str, Any]) -> None:
 
     Fires on the driver under every executor. ``result`` is the cell file's content: ``status``,
     ``metrics`` (``test_accuracy``, ``dev_accuracy``), ``timing``, ``params``, ``config``,
-    ``train`` (``losses``: the training-loss curve, one point per ``kdbench_train_step`` call) and,
-    when failed, ``error``.
+    ``train`` (``losses``: the training-loss curve, one point every ``LOG_EVERY`` steps and at each
+    epoch's end; a two-stage method's stages in order) and, when failed, ``error``.
     """

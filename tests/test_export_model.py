@@ -140,3 +140,19 @@ def test_bad_save_students_value_is_one_line(tmp_path, capsys):
     assert "\n" not in err and "--save-students: 'some' is not one of none, best, all" in err
     assert cli.main(["run", "--save-students", "all", "--executor", "ray", "--results-dir", str(tmp_path)]) == 2
     assert "--executor local only" in capsys.readouterr().err
+
+
+def test_a_student_older_than_its_cell_is_not_exported(saved, tmp_path, capsys):
+    """A cell recomputed without --save-students leaves a stale student: export refuses it."""
+    import shutil
+
+    out = tmp_path / "stale"
+    shutil.copytree(saved, out)
+    path = out / "cells" / f"{KEYS[0]}.json"
+    cell = json.loads(path.read_text())
+    assert export_model.kept_for(out, KEYS[0], cell)
+    cell["created"] = "2099-01-01T00:00:00+0000"
+    path.write_text(json.dumps(cell))
+    assert not export_model.kept_for(out, KEYS[0], cell)
+    assert cli.main(["export", str(out), "--cell", KEYS[0], "-o", str(tmp_path / "x")]) == 2
+    assert "earlier computation of the cell" in capsys.readouterr().err
