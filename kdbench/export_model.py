@@ -305,7 +305,7 @@ def export(results_dir: Path, key: str, out: Path) -> Path:
     src = student_dir(results_dir, key)
     if not (src / "config.json").exists():
         raise KDBenchError(f"cell {key} has no kept student in {students_dir(results_dir)}: rerun it with "
-                           "--save-students all (best keeps only each group's best seed)")
+                           "--save-students all (best keeps only each group's best seed; teacher rows are never saved)")
     if not kept_for(results_dir, key, result):
         raise KDBenchError(f"the kept student of cell {key} is from an earlier computation of the cell, not "
                            "from its current result; delete the cell file and rerun it with --save-students all")
