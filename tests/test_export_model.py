@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
+from transformers import AutoModelForSequenceClassification
 
 from kdbench import cli, export_model, registry, runner
 from kdbench.api import KDBenchError
@@ -34,7 +37,7 @@ def saved(tmp_path_factory):
 
 def hf_predictions(folder, examples, max_len=None):
     """What a user of the exported folder gets: transformers alone, no kdbench."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tok = AutoTokenizer.from_pretrained(folder)
@@ -61,8 +64,6 @@ def test_saved_students_load_with_transformers_and_give_the_cells_predictions(sa
 
 
 def test_model_card_metadata_is_in_the_hubs_format(saved):
-    from huggingface_hub import ModelCard
-
     key = KEYS[1]
     cell = json.loads((saved / "cells" / f"{key}.json").read_text())
     card = ModelCard.load(saved / "students" / key / "README.md")  # strict: refuses a bad model-index
@@ -156,3 +157,17 @@ def test_a_student_older_than_its_cell_is_not_exported(saved, tmp_path, capsys):
     assert not export_model.kept_for(out, KEYS[0], cell)
     assert cli.main(["export", str(out), "--cell", KEYS[0], "-o", str(tmp_path / "x")]) == 2
     assert "earlier computation of the cell" in capsys.readouterr().err
+
+
+def test_cli_run_saves_a_student_whose_card_holds_the_exact_command(tmp_path, data_dir, cache_dir, capsys):
+    """The command-line path: kdbench run --save-students all (real data, tiny profile), then export."""
+    results = tmp_path / "r"
+    argv = ["run", "--methods", "kd", "--tasks", "amazon", "--domains", "books", "--fractions", "0.1",
+            "--profile", "tiny", "--data-dir", str(data_dir), "--cache-dir", str(cache_dir),
+            "--results-dir", str(results), "--save-students", "all"]
+    assert cli.main(argv) == 0
+    key = "amazon__books__kd__f0.1__s0"
+    card = ModelCard.load(results / "students" / key / "README.md")
+    assert card.data.to_dict()["kdbench"]["command"] == shlex.join(["kdbench", *argv])
+    assert cli.main(["export", str(results), "--cell", key, "-o", str(tmp_path / "out")]) == 0
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").num_labels == 2
