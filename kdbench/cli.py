@@ -60,6 +60,12 @@ def build_parser() -> Parser:
     r.add_argument("--ray-max-retries", help="retries of a Ray task whose worker died (default: 2)")
     r.add_argument("--ray-shared-dir", help="path every Ray node mounts: teachers go there, not through "
                    "the object store")
+    r.add_argument("--save-students", help="keep trained students as Hugging Face folders with a model card "
+                   "in RESULTS/students/: none (default), best (each group's best seed on dev) or all")
+    r.add_argument("--log", help="experiment trackers, comma-separated: tensorboard, mlflow (optional extras)")
+    r.add_argument("--log-dir", help="TensorBoard event files (default: RESULTS/tensorboard)")
+    r.add_argument("--mlflow-tracking-uri", help="MLflow tracking server or store (default: the file store "
+                   "RESULTS/mlruns)")
     r.add_argument("--config", type=Path, help="YAML file of run options (keys as the long options)")
     r.add_argument("--strict-plugins", action="store_true", default=None,
                    help="fail if any plugin fails to load")
@@ -77,6 +83,13 @@ def build_parser() -> Parser:
     t.add_argument("--baseline", help="method the others are tested against (default: student, else the first)")
     t.add_argument("--reference", type=Path, help="YAML or CSV of published numbers to show beside ours")
 
+    ex = sub.add_parser("export", help="copy a kept student (a Hugging Face folder with a model card)",
+                        description="Copy the student of one cell, kept by `kdbench run --save-students`, to "
+                        "a new folder that AutoModelForSequenceClassification and AutoTokenizer load.")
+    ex.add_argument("results_dir", type=Path)
+    ex.add_argument("--cell", required=True, help="cell key, e.g. amazon__books__kd__f0.2__s0")
+    ex.add_argument("-o", "--output", type=Path, required=True, help="new folder to write")
+
     pl = sub.add_parser("plot", help="accuracy against data fraction, a panel per domain plus the average")
     pl.add_argument("results_dir", type=Path)
     pl.add_argument("-o", "--output", type=Path, required=True, help="figure file (.png, .pdf or .svg)")
@@ -93,6 +106,7 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     from kdbench.api import KDBenchError
 
     try:
@@ -113,6 +127,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import shlex
     import signal
 
     from kdbench.config import RunConfig
@@ -121,14 +136,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     # KeyboardInterrupt: restore it, so that `kill -INT` always stops a run cleanly (exit 130).
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    cli: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    cli: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "config", "argv")}
     config = RunConfig.from_sources(cli, args.config)
 
     from kdbench import registry, report, runner
 
     reg = registry.load(strict=config.strict_plugins)
+    if config.log:
+        from kdbench import tracking
+
+        tracking.register(reg, config)
     quiet_libraries()
-    summary = runner.run(config, reg, report.RichReporter())
+    command = shlex.join(["kdbench", *args.argv])  # for the model cards of saved students
+    summary = runner.run(config, reg, report.RichReporter(), command=command)
     report.print_summary(summary, config.results_dir)
     return summary.exit_code
 
@@ -190,6 +210,15 @@ def cmd_table(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from kdbench import export_model
+
+    _check_results_dir(args.results_dir)
+    out = export_model.export(args.results_dir, args.cell, args.output)
+    print(f"wrote {out}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from kdbench import plot
 
@@ -228,7 +257,8 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table, "plot": cmd_plot, "report": cmd_report}
+COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table, "plot": cmd_plot, "report": cmd_report,
+            "export": cmd_export}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -209,6 +209,8 @@ def parse_seeds(value: int | str) -> int:
 
 
 EXECUTORS = ("local", "ray")
+SAVE_STUDENTS = ("none", "best", "all")
+TRACKERS = ("tensorboard", "mlflow")
 
 
 def _flag(key: str) -> str:
@@ -330,6 +332,14 @@ class RunConfig:
     ray_num_gpus: float | None = None  # GPUs each Ray task asks for; None: 1 when the cluster has GPUs
     ray_max_retries: int = 2  # retries of a Ray task whose worker died
     ray_shared_dir: Path | None = None  # teachers on this shared path instead of Ray's object store
+    #: keep trained students as Hugging Face model directories under <results-dir>/students/:
+    #: ``none``, ``best`` (per method, task, domain and fraction, the seed with the best dev accuracy)
+    #: or ``all`` (see kdbench.export_model)
+    save_students: str = "none"
+    #: experiment trackers fed from the hooks (kdbench.tracking): tensorboard, mlflow
+    log: tuple[str, ...] = ()
+    log_dir: Path | None = None  # TensorBoard event files; None: <results-dir>/tensorboard
+    mlflow_tracking_uri: str | None = None  # None: MLflow's file store in <results-dir>/mlruns
 
     @classmethod
     def from_sources(cls, cli: dict[str, Any], config_file: Path | None = None) -> RunConfig:
@@ -382,6 +392,13 @@ class RunConfig:
         if ray_options and out.get("executor", "local") != "ray":
             flag = _flag(ray_options[0])
             raise KDBenchError(f"{flag} only applies with --executor ray; add --executor ray or drop {flag}")
+        if out.get("save_students", "none") != "none" and out.get("executor") == "ray":
+            raise KDBenchError("--save-students works with --executor local only (under ray the students "
+                               "stay on the workers); run the cells to keep locally")
+        for key, tracker in (("log_dir", "tensorboard"), ("mlflow_tracking_uri", "mlflow")):
+            if out.get(key) is not None and tracker not in out.get("log", ()):
+                flag = "--" + key.replace("_", "-")
+                raise KDBenchError(f"{flag} only applies with --log {tracker}; add it to --log or drop {flag}")
         return cls(**out)
 
     def cache_path(self) -> Path:
@@ -440,6 +457,18 @@ def _bool(value: Any, key: str) -> bool:
     raise KDBenchError(f"{_flag(key)}: {_short(value)} is not true or false")
 
 
+def _trackers(value: Any, key: str) -> tuple[str, ...]:
+    if value in ("", "none", [], ()):
+        return ()
+    names = parse_list(value, key)
+    bad = [t for t in names if t not in TRACKERS]
+    if bad:
+        from kdbench.registry import did_you_mean
+
+        raise KDBenchError(f"{_flag(key)}: " + did_you_mean("tracker", bad[0], list(TRACKERS)))
+    return names
+
+
 def _device(value: Any, key: str) -> str:
     from kdbench.device import check_device_name
 
@@ -478,6 +507,10 @@ VALIDATORS: dict[str, Callable[[Any, str], Any]] = {
     "ray_num_gpus": lambda v, k: _number(v, k, float, minimum=0.0),
     "ray_max_retries": lambda v, k: _number(v, k, int, minimum=0.0),
     "ray_shared_dir": _path,
+    "save_students": _choice(SAVE_STUDENTS),
+    "log": _trackers,
+    "log_dir": _path,
+    "mlflow_tracking_uri": _text,
 }
 
 

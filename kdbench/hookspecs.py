@@ -45,14 +45,48 @@ def kdbench_register_teachers() -> list[type[Teacher]]:
 
 @hookspec(historic=True)
 def kdbench_configure(config: RunConfig) -> None:
-    """Called once with the resolved run configuration before any cell runs."""
+    """Called once with the resolved run configuration before any cell runs (on the driver only)."""
 
 
 @hookspec
 def kdbench_cell_start(cell: Cell) -> None:
-    """Called before a cell trains (not for cells skipped because their result exists)."""
+    """Called before a cell trains (not for cells skipped because their result exists).
+
+    Under ``--executor ray`` the driver does not see cells start, so this hook does not fire there.
+    """
+
+
+@hookspec
+def kdbench_train_step(cell: Cell | None, stage: str, step: int, total: int, epoch: int, loss: float,
+                       lr: float) -> None:
+    """Training progress, every few optimiser steps (``kdbench.trainer.LOG_EVERY``) and at the last.
+
+    ``stage`` names the training run within the cell, as the method passes it to the trainer: the
+    method's name for one-stage methods, one name per stage for multi-stage ones, ``teacher:<domain>``
+    for a teacher trained inside the cell (``step`` restarts at 1 in each stage). ``loss`` is the mean
+    training loss of the steps since the loss was last read (at most ``LOG_EVERY`` steps; it is also
+    read at each epoch's end), ``lr`` the learning rate after this step, ``total`` the stage's number
+    of steps, ``epoch`` counts from 1. ``cell`` is ``None`` for a teacher trained outside any cell.
+
+    Fires where the training runs: under ``--executor ray`` that is a worker, whose plugins are
+    only the installed (entry-point) ones; the driver's plugins see the curve in
+    ``kdbench_cell_finish``'s ``result["train"]["losses"]`` instead.
+    """
+
+
+@hookspec
+def kdbench_dev_eval(cell: Cell | None, stage: str, step: int, epoch: int, dev_accuracy: float) -> None:
+    """One checkpoint-selection evaluation (once per epoch): the stage's score, usually dev accuracy
+    in points, after ``step`` steps. Same ``cell``/``stage`` conventions, and workers, as
+    :func:`kdbench_train_step`."""
 
 
 @hookspec
 def kdbench_cell_finish(cell: Cell, result: dict[str, Any]) -> None:
-    """Called after a cell's result file was written, with the stored result (status ok or failed)."""
+    """Called after a cell's result file was written, with the stored result (status ok or failed).
+
+    Fires on the driver under every executor. ``result`` is the cell file's content: ``status``,
+    ``metrics`` (``test_accuracy``, ``dev_accuracy``), ``timing``, ``params``, ``config``,
+    ``train`` (``losses``: the training-loss curve, one point every ``LOG_EVERY`` steps and at each
+    epoch's end; a two-stage method's stages in order) and, when failed, ``error``.
+    """

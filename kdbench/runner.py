@@ -136,6 +136,10 @@ class Runner:
         self.teachers: OrderedDict[str, TeacherHandle] = OrderedDict()  # small LRU of loaded teachers
         self.summary = RunSummary()
         self._teacher_seconds = 0.0
+        #: the command line that started the run (for exported students' model cards); set by the CLI
+        self.command: str | None = None
+        self.current_cell: Cell | None = None  # the cell being computed here (for the per-step hooks)
+        self._student: tuple[Cell, Any] | None = None  # (cell, what save_student needs) until recorded
 
     # ------------------------------------------------------------------------------------- config
     def cell_config(self, cell: Cell) -> dict[str, Any]:
@@ -237,9 +241,27 @@ class Runner:
             else:
                 for cell in todo:
                     self.run_cell(cell)
+            if self.config.save_students == "best":
+                from kdbench import export_model
+
+                export_model.keep_best(self.config.results_dir, self.cells)
         finally:
             self.reporter.grid_end()
         return self.summary
+
+    def progress(self, **info: Any) -> None:
+        """The trainer's progress: to the reporter, and to the per-step hooks of the plugins."""
+        self.reporter.cell_progress(**info)
+        pm = self.registry.pm
+        if pm is None:
+            return
+        if "dev_accuracy" in info:
+            pm.hook.kdbench_dev_eval(cell=self.current_cell, stage=info.get("stage", ""), step=info["step"],
+                                     epoch=info["epoch"], dev_accuracy=info["dev_accuracy"])
+        else:
+            pm.hook.kdbench_train_step(cell=self.current_cell, stage=info.get("stage", ""), step=info["step"],
+                                       total=info["total"], epoch=info["epoch"], loss=info["loss"],
+                                       lr=info.get("lr", float("nan")))
 
     def run_cell(self, cell: Cell) -> None:
         """Compute one cell here and record it (the local executor)."""
@@ -256,11 +278,30 @@ class Runner:
             self.summary.ok += 1
         else:
             self.summary.failed.append((cell.key, result.get("error", "failed")))
+        if self._student is not None and self._student[0] == cell:
+            self.save_student(cell, result)
         res.atomic_write_json(self.cell_path(cell), result)
         pm = self.registry.pm
         if pm is not None:
             pm.hook.kdbench_cell_finish(cell=cell, result=result)
         self.reporter.cell_end(cell, result["status"], seconds)
+
+    def save_student(self, cell: Cell, result: dict[str, Any]) -> None:
+        """``--save-students``: the cell's student as a Hugging Face folder (before its cell file, so
+        that a finished cell never lacks its student)."""
+        from kdbench import export_model
+
+        assert self._student is not None
+        model, head, tokenizer, check, labels = self._student[1]
+        self._student = None
+        if result["status"] != "ok":
+            return
+        try:
+            card = export_model.card_text(result, self.profile.to_dict(), self.command)
+            export_model.save_student(export_model.student_dir(self.config.results_dir, cell.key), model, head,
+                                      tokenizer, check, labels, card, self.profile.max_len)
+        except KDBenchError as exc:  # e.g. a student with a non-standard head: the cell itself is fine
+            self.reporter.message(f"{cell.key}: student not saved: {exc}")
 
     def failed_result(self, cell: Cell, error: str, tb: str = "") -> dict[str, Any]:
         return {**self.result_header(cell), "status": "failed", "error": error, "traceback": tb}
@@ -277,6 +318,7 @@ class Runner:
 
     def cell_result(self, cell: Cell) -> dict[str, Any]:
         """Train and evaluate one cell; a failure becomes a ``failed`` result, not an exception."""
+        self.current_cell = cell
         try:
             return {**self.result_header(cell), "status": "ok", **self.evaluate_cell(cell)}
         except (KDBenchError, KeyboardInterrupt):
@@ -285,6 +327,8 @@ class Runner:
             dev.release_memory(exc)
             return self.failed_result(cell, f"{type(exc).__name__}: {exc}".splitlines()[0],
                                       traceback.format_exc())
+        finally:
+            self.current_cell = None
 
     def task_state(self, name: str) -> TaskState:
         if name not in self.tasks:
@@ -326,7 +370,7 @@ class Runner:
         ctx = FitContext(task=state.task, target=cell.domain, domains=domains, seed=cell.seed,
                          profile=self.profile, device=self.device, precision=self.precision,
                          get_teacher=get_handle, build_student=lambda: self.build_student(state, cell.seed),
-                         tokenize=tokenize, progress=self.reporter.cell_progress,
+                         tokenize=tokenize, progress=self.progress,
                          workdir=self.config.results_dir, reuse=self.config.reuse,
                          compile=self.config.compile, teacher_cache_mb=self.config.teacher_cache_mb)
         dev.seed_everything(cell.seed)
@@ -343,6 +387,9 @@ class Runner:
         dev_acc = accuracy(predict(fit.model, dev_enc, fit.head, self.device, self.precision,
                                    self.profile.eval_batch_size), dev_enc.labels)
         preds = test_logits.argmax(-1).tolist()
+        if self.config.save_students != "none" and all(
+                h.model is not fit.model for h in self.teachers.values()):  # a teacher row is no student
+            self._student = (cell, (fit.model, fit.head, state.tokenizer, test, state.task.labels))
         teacher_infer = None
         if used and method.teacher not in ("none",):
             first = next(iter(used.values()))
@@ -383,7 +430,7 @@ class Runner:
                               domains=domains, seed=seed, profile=self.profile, device=self.device,
                               precision=self.precision,
                               tokenize=lambda ex: state.tokenize(tuple(ex), self.profile.max_len),
-                              vocab_size=len(state.tokenizer), progress=self.reporter.cell_progress,
+                              vocab_size=len(state.tokenizer), progress=self.progress,
                               compile=self.config.compile)
 
     def teacher(self, kind_name: str, domain: str, state: TaskState, domains: Mapping[str, DomainData],
@@ -481,8 +528,10 @@ class Runner:
         return TeacherHandle(model.to(self.device)), meta
 
 
-def run(config: RunConfig, registry: Registry, reporter: Reporter | None = None) -> RunSummary:
+def run(config: RunConfig, registry: Registry, reporter: Reporter | None = None,
+        command: str | None = None) -> RunSummary:
     runner = Runner(config, registry, reporter)
+    runner.command = command
     if registry.pm is not None:
         registry.pm.hook.kdbench_configure.call_historic(kwargs={"config": config})
     return runner.run()

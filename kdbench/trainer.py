@@ -139,7 +139,8 @@ def train(model: KDModel, train_data: Encoded, loss_fn: Callable[[dict[str, torc
             if step % LOG_EVERY == 0 or step == total:
                 logged.append(_sync(pending, step))
                 if progress:
-                    progress(step=step, total=total, epoch=epoch + 1, loss=logged[-1], stage=stage)
+                    progress(step=step, total=total, epoch=epoch + 1, loss=logged[-1], stage=stage,
+                             lr=optim.param_groups[0]["lr"])
         if pending:
             logged.append(_sync(pending, step))
         # Checkpoint selection on dev accuracy, once per epoch (test is evaluated once, at the end).
@@ -150,6 +151,9 @@ def train(model: KDModel, train_data: Encoded, loss_fn: Callable[[dict[str, torc
                 assert dev_data is not None
                 acc = accuracy(predict(model, dev_data, head, device, precision, eval_batch_size),
                                dev_data.labels)
+            if progress:  # one dev evaluation (per epoch): for the kdbench_dev_eval hook
+                progress(step=step, total=total, epoch=epoch + 1, loss=logged[-1] if logged else math.nan,
+                         stage=stage, lr=optim.param_groups[0]["lr"], dev_accuracy=acc)
             if acc > best_acc:
                 best_acc, best_epoch = acc, epoch + 1
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
