@@ -38,8 +38,10 @@ Training variance
   integers in ``[-S, S]``. Over the ``C(2S-1, S)`` multisets (3 for 2 seeds, 126 for 5) the
   distribution is an exact finite mixture; only above :data:`EXACT_SEED_MULTISETS` multisets
   (6+ seeds) are multisets sampled, and then the Monte-Carlo standard error of p is reported and
-  samples are added until no p sits within 3 standard errors of a decision threshold (or a budget
-  is reached, which is then reported). We chose it over the seed-level paired t as primary because
+  samples are added until no p sits within 3 standard errors of a decision threshold (the tables
+  pass every level Holm can compare a p with in its family, ``α/k``; at most 16,000 multisets,
+  after which the standard error is still reported). Only the seed level is sampled: for each
+  sampled multiset the law over examples is exact. We chose it over the seed-level paired t as primary because
   with 2-5 seeds a t over per-seed accuracies ignores the test-set noise that every seed shares and
   has 1-4 degrees of freedom; the seed-level paired t is still reported as a secondary test
   (``†``) with 3 or more seeds. Its known weakness: with few seeds the bootstrap under-states seed

@@ -343,12 +343,19 @@ def _finish(table: Table, groups: Sequence[Sequence[Sequence[Mapping[str, Any]]]
     base = next((i for i, r in enumerate(rows) if r.source is None and r.method == table.baseline), None)
     cmp_at: list[tuple[int, int, Comparison]] = []
     if base is not None:
+        # With 6+ seeds p is Monte Carlo: resolve it against every level Holm may compare it with in
+        # its family (α/k and 0.01/k for k = 1..m), not only 0.05 and 0.01.
+        sizes = Counter(_family(table, r.method, col) for i, r in enumerate(rows) if i != base and r.source is None
+                        for j, col in enumerate(table.columns) if groups[i][j] and groups[base][j])
+        levels = {fam: tuple(sorted({a / k for a in (ALPHA, 0.01) for k in range(1, m + 1)}))
+                  for fam, m in sizes.items()}
         for i, r in enumerate(rows):
             if i == base or r.source is not None:
                 continue
             for j, col in enumerate(table.columns):
+                fam_how = replace(how, thresholds=levels.get(_family(table, r.method, col), how.thresholds))
                 c = _compare(groups[i][j], groups[base][j], r.method, table.baseline or "",
-                             f"{table.task} {col}{_at(table)}", how)
+                             f"{table.task} {col}{_at(table)}", fam_how)
                 if c is not None:
                     cmp_at.append((i, j, c))
     table.n_comparisons = len(cmp_at)
