@@ -161,6 +161,8 @@ def check_cell(cell: Any) -> tuple[dict[str, Any] | None, str | None]:
                       f"{len(pred['ids'])} ids")
     if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in (*pred["pred"], *pred["gold"])):
         return None, "predictions hold values that are not labels"
+    if len({str(i) for i in pred["ids"]}) != len(pred["ids"]):
+        return None, "predictions have duplicate example ids"
     derived = 100.0 * sum(a == b for a, b in zip(pred["pred"], pred["gold"], strict=True)) / len(pred["ids"])
     if abs(derived - acc) > ACCURACY_TOLERANCE:
         return None, f"stored test_accuracy {acc:.2f} disagrees with its predictions ({derived:.2f})"
@@ -173,6 +175,12 @@ def check_cell(cell: Any) -> tuple[dict[str, Any] | None, str | None]:
         for k, v in timing.items():
             if v is not None and ((t := _number(v)) is None or t < 0):
                 return None, f"timing {clean_name(str(k))[:40]} {_short(v)} is not a non-negative number"
+    params = cell.get("params")
+    if params is not None and not isinstance(params, dict):
+        return None, "params is not an object"
+    if isinstance(params, dict) and params.get("model") is not None and (
+            (n := _number(params["model"])) is None or n < 0):
+        return None, f"params.model {_short(params['model'])} is not a non-negative number"
     out["metrics"] = {**(metrics if isinstance(metrics, dict) else {}), "test_accuracy": derived}
     return out, None
 

@@ -64,10 +64,19 @@ Multiplicity, power and ties
   equivalence margin the tables use :attr:`Comparison.p_equivalence`, a TOST (two one-sided
   bootstrap tests at the margin, Schuirmann 1987) from the same exact distribution.
 
-The power analysis follows the spirit of ``deepsig`` (Dror et al. 2019, "Deep Dominance";
-Ulmer et al. 2022), whose ``bootstrap_power_analysis`` resamples per-seed scores; here the variance
-components are read from the run itself (:func:`variance_components`) and the analytic normal
-approximation replaces resampling, so the answer is deterministic.
+Power: why not deepsig
+----------------------
+``deepsig`` (Ulmer, Hardmeier & Frellsen 2022, github.com/Kaleidophon/deep-significance; its ASO test
+is from Dror, Shlomov & Reichart 2019) was the anchor. Its ``bootstrap_power_analysis`` takes one
+model's per-seed scores, lifts them by a factor (1.25 by default), bootstraps them and counts how
+often a paired t-test finds the lift: the power of the seeds already run, by Monte Carlo. kdbench
+needs the converse (how many seeds, or test examples, for an effect of so many *points*), and its
+runs often have one seed, where a seed-level bootstrap has nothing to resample. So
+:func:`seeds_needed` reads both variance components from the run (:func:`variance_components`: the
+exact bootstrap variance over examples, and the spread of per-seed Δ beyond it) and solves the normal
+approximation analytically, which is deterministic. ASO itself is not used: it compares score
+distributions over seeds and needs several per side. deepsig is not a dependency (nothing of it is
+used).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -223,6 +224,23 @@ def test_cli_table_warns_and_notes_a_kept_out_file(run_dir, tmp_path, capsys) ->
     assert captured.err.startswith("kdbench: warning: cell file kept out: broken.json: is not valid JSON (")
     assert len(captured.err.strip().splitlines()) == 1
     assert "Kept out (1 cell file(s) unreadable or invalid): broken.json: is not valid JSON" in captured.out
+    # a new user's edits: kd's books accuracy set to 99 (not what its predictions say), a NaN, a text fraction
+    path = next((root / "cells").glob("amazon__books__kd__f1__s0.json"))
+    kd = json.loads(path.read_text())
+    path.write_text(json.dumps({**kd, "metrics": {**kd["metrics"], "test_accuracy": 99.0}}))
+    nan = root / "cells" / "nan.json"
+    nan.write_text(json.dumps({**kd, "seed": 5, "metrics": {"test_accuracy": float("nan")}}))
+    (root / "cells" / "frac.json").write_text(json.dumps({**kd, "seed": 6, "fraction": "half"}))
+    assert main(["table", str(root), "--format", "markdown"]) == 0
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
+    assert len(err) == 4 and all(line.startswith("kdbench: warning: cell file kept out: ") for line in err)
+    assert ("amazon__books__kd__f1__s0.json: stored test_accuracy 99.00 disagrees with its predictions (80.00)"
+            in captured.err)
+    assert "nan.json: test_accuracy nan is not a number in [0, 100]" in captured.err
+    assert "frac.json: fraction 'half' is not a number in (0, 1]" in captured.err
+    assert "99.00" not in captured.out.split("- Cells")[0]  # the edited value is shown nowhere in the table
+    assert "Kept out (4 cell file(s) unreadable or invalid)" in captured.out
 
 
 def test_names_are_clean_in_every_format_and_csv_cannot_hold_formulas() -> None:

@@ -7,6 +7,8 @@ import os
 import stat
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdbench import results as res
 
@@ -143,3 +145,35 @@ def test_names_lose_control_characters(tmp_path):
     (c, problem) = res.check_cell(evil)
     assert problem is None and c["method"] == "kd[31m" and c["domain"] == "books"
     assert res.check_cell({**_good(), "method": "\x1b\x07"})[1] == "method is not a name ('\\x1b\\x07')"
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=8),
+                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids, max_size=3),
+                     max_leaves=8)
+_PATHS = [("task",), ("domain",), ("method",), ("fraction",), ("seed",), ("status",), ("split_hash",), ("metrics",),
+          ("metrics", "test_accuracy"), ("predictions",), ("predictions", "ids"), ("predictions", "pred"),
+          ("predictions", "gold"), ("timing",), ("timing", "student_train_seconds"), ("params",),
+          ("params", "model"), ("teachers",), ("schema",)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(_PATHS), _JSON)
+def test_any_damaged_cell_is_kept_out_or_tabled_never_a_traceback(path, value):
+    import copy
+
+    from kdbench.api import KDBenchError
+    from kdbench.tables import build_tables
+
+    good = _good()
+    student = {**copy.deepcopy(good), "method": "student"}
+    damaged = copy.deepcopy(good)
+    target = damaged
+    for key in path[:-1]:
+        target = target[key] if isinstance(target.get(key), dict) else target.setdefault(key, {})
+    target[path[-1]] = value
+    cell, problem = res.check_cell(damaged)
+    assert (cell is None) != (problem is None)
+    try:
+        build_tables([student, damaged])
+    except KDBenchError as exc:  # a refusal (e.g. a damaged split_hash mixing splits) is one line
+        assert "\n" not in str(exc)
