@@ -77,7 +77,7 @@ def build_parser() -> Parser:
     t.add_argument("--baseline", help="method the others are tested against (default: student, else the first)")
     t.add_argument("--reference", type=Path, help="YAML or CSV of published numbers to show beside ours")
     t.add_argument("--resample-seed", type=int, default=0, metavar="N",
-                   help="seed of the Monte-Carlo part of the tests, used only with 6+ seeds (everything else "
+                   help="seed of the Monte-Carlo part of the tests, used only with 7+ seeds (everything else "
                    "is computed exactly, so the tables do not depend on it; default: 0)")
     t.add_argument("--equivalence-margin", type=float, metavar="POINTS",
                    help="mark rows as tied only when a TOST shows them equivalent to every best row of "

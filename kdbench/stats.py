@@ -35,11 +35,11 @@ Training variance
   seeds with replacement, then the test examples (jointly for every chosen seed, since all seeds are
   evaluated on the same examples). It counts training variance and test-set variance together and
   keeps the exact-lattice machinery: for a given multiset of seeds the per-example values are
-  integers in ``[-S, S]``. Over the ``C(2S-1, S)`` multisets (3 for 2 seeds, 126 for 5) the
+  integers in ``[-S, S]``. Over the ``C(2S-1, S)`` multisets (3 for 2 seeds, 462 for 6) the
   distribution is an exact finite mixture; only above :data:`EXACT_SEED_MULTISETS` multisets
-  (6+ seeds) are multisets sampled, and then the Monte-Carlo standard error of p is reported and
+  (7+ seeds) are multisets sampled, and then the Monte-Carlo standard error of p is reported and
   samples are added until no p sits within 3 standard errors of a decision threshold (the tables
-  pass every level Holm can compare a p with in its family, ``α/k``; at most 16,000 multisets,
+  pass every level Holm can compare a p with in its family, ``α/k``; at most 8,000 draws,
   after which the standard error is still reported). Only the seed level is sampled: for each
   sampled multiset the law over examples is exact. We chose it over the seed-level paired t as primary because
   with 2-5 seeds a t over per-seed accuracies ignores the test-set noise that every seed shares and
@@ -121,10 +121,10 @@ CellLike = Mapping[str, Any]
 K = TypeVar("K", bound=Hashable)
 
 #: above this many seed multisets (7+ seeds) the two-level bootstrap samples them (Monte Carlo)
-EXACT_SEED_MULTISETS = 130
+EXACT_SEED_MULTISETS = 500
 #: decision thresholds a Monte-Carlo p must be resolved against (3 standard errors away)
 THRESHOLDS = (0.05, 0.01)
-_MC_MAX = 16_000
+_MC_MAX = 8_000
 # complex entries per batch of characteristic functions
 _BATCH_ELEMS = 4_000_000
 _POWER = 0.8
@@ -185,18 +185,19 @@ def lattice_sum_pmf(unit_pmf: np.ndarray, n: int) -> np.ndarray:
     else:
         from scipy import fft
 
-        length = fft.next_fast_len(span)
+        length = fft.next_fast_len(span, real=True)
         values = np.arange(-h, h + 1)
-        # phi(omega_m) = sum_v p_v exp(-2 pi i v m / L), one row per distribution
-        m = np.arange(length)
-        phase = np.exp(-2j * np.pi * np.outer(values, m) / length)  # (width, L)
+        # phi(omega_m) = sum_v p_v exp(-2 pi i v m / L), one row per distribution; the law is real,
+        # so the non-negative frequencies suffice (irfft)
+        m = np.arange(length // 2 + 1)
+        phase = np.exp(-2j * np.pi * np.outer(values, m) / length)  # (width, L/2 + 1)
         res = np.empty((k, span))
         rows = max(1, _BATCH_ELEMS // length)
         for start in range(0, k, rows):
             phi = pmf[start:start + rows] @ phase
             # phi**n in polar form (cheaper and as accurate as complex pow)
             powered = np.abs(phi) ** n * np.exp(1j * n * np.angle(phi))
-            dist = fft.ifft(powered, axis=1).real  # index t <-> sum t (mod L)
+            dist = fft.irfft(powered, n=length, axis=1)  # index t <-> sum t (mod L)
             res[start:start + rows] = np.concatenate([dist[:, length - h * n:], dist[:, :h * n + 1]], axis=1)
     res = np.clip(res, 0.0, None)
     res /= res.sum(axis=1, keepdims=True)
@@ -287,7 +288,7 @@ def hierarchical_bootstrap(diff: np.ndarray, seed: int = 0, n_draws: int = 1000,
     """Two-level bootstrap law of the summed differences of an ``(S, n)`` integer matrix in {-1,0,1}.
 
     Seeds are resampled with replacement, then examples (columns) jointly across the chosen seeds.
-    ``S == 1`` is the ordinary paired bootstrap over examples. Exact (an enumerated mixture, up to 5 seeds) when
+    ``S == 1`` is the ordinary paired bootstrap over examples. Exact (an enumerated mixture, up to 6 seeds) when
     there are at most :data:`EXACT_SEED_MULTISETS` seed multisets; otherwise ``n_draws`` multisets
     are sampled with ``numpy.random.default_rng(seed)``, doubling until the two-sided p is more than
     3 Monte-Carlo standard errors from every threshold (or :data:`_MC_MAX` draws).
@@ -304,15 +305,20 @@ def hierarchical_bootstrap(diff: np.ndarray, seed: int = 0, n_draws: int = 1000,
         pmfs = np.atleast_2d(pmfs)
         return LatticeDistribution(weights @ pmfs, s * n, observed, scale)
     rng = np.random.default_rng(seed)
-    drawn: list[np.ndarray] = []
-    total = 0
+    cache: dict[bytes, np.ndarray] = {}  # the law over examples of each distinct multiset drawn
+    keys: list[bytes] = []
     want = max(2, n_draws)
     while True:
-        picks = rng.integers(0, s, size=(want - total, s))
+        picks = rng.integers(0, s, size=(want - len(keys), s))
         counts = np.stack([np.bincount(p, minlength=s) for p in picks])
-        drawn.append(np.atleast_2d(lattice_sum_pmf(_unit_pmfs(counts @ d, s), n)))
-        total = want
-        per = np.concatenate(drawn)
+        new_keys = [c.tobytes() for c in counts]
+        fresh = {k: c for k, c in zip(new_keys, counts, strict=True) if k not in cache}
+        if fresh:
+            laws = np.atleast_2d(lattice_sum_pmf(_unit_pmfs(np.stack(list(fresh.values())) @ d, s), n))
+            cache.update(zip(fresh, laws, strict=True))
+        keys += new_keys
+        total = len(keys)
+        per = np.stack([cache[k] for k in keys])
         dist = LatticeDistribution(per.mean(axis=0), s * n, observed, scale, per, total)
         p = dist.p_two_sided()
         se = dist.p_mc_se(lambda t: np.abs(t - observed) >= abs(observed))
@@ -408,7 +414,7 @@ def paired_bootstrap(
     * 2-D ``(n_seeds, n_examples)``: every seed evaluated on the same examples; the two-level
       bootstrap of :func:`hierarchical_bootstrap` (seeds, then examples jointly across seeds).
 
-    Computed exactly (see the module docstring); ``n_boot`` and ``seed`` only matter with 6 or more
+    Computed exactly (see the module docstring); ``n_boot`` and ``seed`` only matter with 7 or more
     seeds, where the seed multisets are sampled (``n_boot`` initial draws).
     """
     _check_n_boot(n_boot)
@@ -692,7 +698,7 @@ def compare(
     examples are aligned by ``example_ids``. Raises :class:`StatsError` when paired cells differ in
     ``split_hash`` or ``fraction``, when example ids don't match, or when no seed is shared.
 
-    The primary test is :func:`hierarchical_bootstrap` (exact up to 5 seeds; with 6+ ``n_boot``
+    The primary test is :func:`hierarchical_bootstrap` (exact up to 6 seeds; with 7+ ``n_boot``
     initial seed-multiset draws from ``seed``, grown until no p is within 3 Monte-Carlo errors of
     ``thresholds``). When seeds were evaluated on different examples, (seed, example) pairs are the
     units of a one-level bootstrap. ``p_seeds`` uses the stored per-seed ``accuracy``.

@@ -2,7 +2,7 @@
 
 Pure: no rendering here (see :mod:`kdbench.report` for the terminal and :mod:`kdbench.export` for
 Markdown, LaTeX and CSV). The statistics are those of :mod:`kdbench.stats`, all computed exactly
-(no random resampling up to 5 seeds), so a table does not depend on ``resample_seed``:
+(no random resampling up to 6 seeds), so a table does not depend on ``resample_seed``:
 
 * **a cell** (method × domain at one fraction): mean and sd over seeds with a 95% *t* interval;
   with a single seed, the exact bootstrap interval over the test examples. Its accuracy is derived
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 AVERAGE = "Average"
 DEFAULT_BASELINE = "student"
 ALPHA = 0.05
-#: initial Monte-Carlo draws of seed multisets, used only with 6+ seeds (everything else is exact)
+#: initial Monte-Carlo draws of seed multisets, used only with 7+ seeds (everything else is exact)
 N_BOOT = 1_000
 TEACHER_PREFIX = "teacher"
 FAMILIES = ("primary", "secondary", "teacher")
@@ -343,7 +343,7 @@ def _finish(table: Table, groups: Sequence[Sequence[Sequence[Mapping[str, Any]]]
     base = next((i for i, r in enumerate(rows) if r.source is None and r.method == table.baseline), None)
     cmp_at: list[tuple[int, int, Comparison]] = []
     if base is not None:
-        # With 6+ seeds p is Monte Carlo: resolve it against every level Holm may compare it with in
+        # With 7+ seeds p is Monte Carlo: resolve it against every level Holm may compare it with in
         # its family (α/k and 0.01/k for k = 1..m), not only 0.05 and 0.01.
         sizes = Counter(_family(table, r.method, col) for i, r in enumerate(rows) if i != base and r.source is None
                         for j, col in enumerate(table.columns) if groups[i][j] and groups[base][j])
@@ -593,7 +593,7 @@ def build_tables(cells: Iterable[Mapping[str, Any]], layout: str = "default", ba
     fractions a data-scarce table. ``task_domains`` gives the paper layout its columns (all of a
     task's domains, so missing ones show); otherwise the columns are the domains that were run.
 
-    ``n_boot`` and ``resample_seed`` only matter with 6 or more seeds (see :mod:`kdbench.stats`);
+    ``n_boot`` and ``resample_seed`` only matter with 7 or more seeds (see :mod:`kdbench.stats`);
     ``equivalence_margin`` (points) makes "tied" a TOST equivalence test; ``problems`` (cell files
     kept out while reading) are shown in every table's legend."""
     if layout not in LAYOUTS:

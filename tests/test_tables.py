@@ -16,7 +16,7 @@ from kdbench.stats import holm
 from kdbench.tables import AVERAGE, PAPER_STUDENTS, PAPER_TEACHERS, build_tables
 
 ORDER = ["student", "kd", "teacher", "mix"]
-NB = 1000  # Monte-Carlo draws (only used with 6+ seeds; these tests have at most 3)
+NB = 1000  # Monte-Carlo draws (only used with 7+ seeds; these tests have at most 3)
 EXAMPLE = Path(__file__).resolve().parents[1] / "results" / "reference" / "example.yaml"
 
 
