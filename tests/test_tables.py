@@ -351,3 +351,28 @@ def test_build_reads_a_results_directory_in_run_order(tmp_path: Path) -> None:
     assert t.baseline == "student"
     curves = tables.load_curves(root)
     assert [c.task for c in curves] == ["amazon"] and list(curves[0].panels) == ["books", "kitchen", AVERAGE]
+
+
+def test_power_rows_use_the_runs_seed_and_example_variance() -> None:
+    import numpy as np
+
+    from kdbench.stats import mde, seeds_needed, variance_components
+
+    rows = tables.power_rows(small(seeds=3), [1.0], method_order=ORDER)
+    assert [(r.method, r.family_size, r.n_seeds, r.n_examples) for r in rows] == [("kd", 2, 3, 100), ("mix", 2, 3, 100)]
+    kd = rows[0]
+    # by hand: per-seed, per-example differences of kd vs student pooled over both domains
+    cells = small(seeds=3)
+
+    def outcomes(method: str, seed: int) -> list[bool]:
+        out = []
+        for d in ("books", "kitchen"):
+            c = next(x for x in cells if (x["method"], x["domain"], x["seed"]) == (method, d, seed))
+            out += [p == g for p, g in zip(c["predictions"]["pred"], c["predictions"]["gold"], strict=True)]
+        return out
+
+    diff = np.array([np.array(outcomes("kd", s), int) - np.array(outcomes("student", s), int) for s in range(3)])
+    var = variance_components(diff)
+    assert kd.seed_var == pytest.approx(var.seed) and kd.example_var == pytest.approx(var.example)
+    assert kd.seeds == seeds_needed(var, 1.0, m=2)
+    assert kd.mde_now == pytest.approx(mde(math.sqrt((var.seed + var.example) / 3), 2))
