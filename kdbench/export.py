@@ -92,7 +92,10 @@ def delta_legend(table: Table) -> list[str]:
             "comparison's family (see the table's legend), so an unadjusted interval can exclude 0 beside no "
             "marker."
             + (" † p<0.05: paired t-test over seeds (≥ 3 shared seeds), Holm within the family."
-               if table.has_seed_tests else "")]
+               if table.has_seed_tests else "")
+            + (" Minimum detectable effect at 80% power after Holm (median of the family): "
+               + ", ".join(f"{f.name} {f.mde:.1f}" for f in table.families) + " points."
+               if table.families else "")]
 
 
 def blocks(table: Table) -> list[tuple[str, list[Row]]]:
