@@ -82,6 +82,22 @@ def build_parser() -> Parser:
     t.add_argument("-o", "--output", type=Path, help="write to FILE (atomically) instead of the terminal")
     t.add_argument("--baseline", help="method the others are tested against (default: student, else the first)")
     t.add_argument("--reference", type=Path, help="YAML or CSV of published numbers to show beside ours")
+    t.add_argument("--resample-seed", type=int, default=0, metavar="N",
+                   help="seed of the Monte-Carlo part of the tests, used only with 7+ seeds (everything else "
+                   "is computed exactly, so the tables do not depend on it; default: 0)")
+    t.add_argument("--equivalence-margin", type=float, metavar="POINTS",
+                   help="mark rows as tied only when a TOST shows them equivalent to every best row of "
+                   "their block within ±POINTS accuracy points (default: tied = not significantly different)")
+
+    pw = sub.add_parser("power", help="seeds (and test examples) needed to detect an effect on the Average",
+                        description="From a run's own seed and test-example variance: for each student method "
+                        "vs the baseline on the Average (the primary family, Holm), the smallest effect the run "
+                        "could detect with 80%% power, and the seeds (or test examples per domain) needed to "
+                        "detect --effect points.")
+    pw.add_argument("results_dir", type=Path)
+    pw.add_argument("--effect", default="1.0",
+                    help="effect(s) to detect, accuracy points, comma-separated (default: 1.0)")
+    pw.add_argument("--baseline", help="method the others are tested against (default: student, else the first)")
 
     ex = sub.add_parser("export", help="copy a kept student (a Hugging Face folder with a model card)",
                         description="Copy the student of one cell, kept by `kdbench run --save-students`, to "
@@ -191,7 +207,9 @@ def cmd_table(args: argparse.Namespace) -> int:
 
         reg = registry.load()
         task_domains = {name: e.cls.domains for name, e in reg.tasks.entries.items()}
-    result = tables.build(args.results_dir, args.layout, args.baseline, refs, task_domains)
+    result = tables.build(args.results_dir, args.layout, args.baseline, refs, task_domains,
+                          resample_seed=args.resample_seed, equivalence_margin=args.equivalence_margin,
+                          warn=_warn)
     if not result and (fmt != "rich" or args.output is not None):
         raise KDBenchError(f"no cell results in {args.results_dir}; nothing to write")
     if fmt == "rich":
@@ -219,12 +237,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _warn(line: str) -> None:
+    print(f"kdbench: warning: cell file kept out: {line}", file=sys.stderr)
+
+
+def cmd_power(args: argparse.Namespace) -> int:
+    from kdbench import export, tables
+    from kdbench.api import KDBenchError
+
+    _check_results_dir(args.results_dir)
+    try:
+        effects = [float(x) for x in str(args.effect).split(",") if x.strip()]
+    except ValueError:
+        raise KDBenchError(f"--effect must be numbers of accuracy points, got {args.effect!r}") from None
+    rows = tables.power(args.results_dir, effects, args.baseline, warn=_warn)
+    if not rows:
+        raise KDBenchError(f"no student method and baseline with results on every domain in {args.results_dir}")
+    sys.stdout.write(export.power_text(rows))
+    return EXIT_OK
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from kdbench import plot
 
     _check_results_dir(args.results_dir)
     _check_output(args.output)
-    plot.plot(args.results_dir, args.output)
+    plot.plot(args.results_dir, args.output, warn=_warn)
     print(f"wrote {args.output}", file=sys.stderr)
     return EXIT_OK
 
@@ -257,8 +295,8 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table, "plot": cmd_plot, "report": cmd_report,
-            "export": cmd_export}
+COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table, "plot": cmd_plot, "power": cmd_power,
+            "report": cmd_report, "export": cmd_export}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,12 +12,13 @@ import math
 from typing import TYPE_CHECKING
 
 from kdbench.api import KDBenchError
+from kdbench.results import clean_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
-    from kdbench.tables import Cost, Entry, Row, Table
+    from kdbench.tables import Cost, Entry, PowerRow, Row, Table
 
 FORMATS = ("rich", "markdown", "latex", "csv")
 SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".tex": "latex", ".csv": "csv", ".txt": "rich"}
@@ -80,15 +81,21 @@ def delta_rows(table: Table) -> list[Row]:
 
 
 def delta_title(table: Table) -> str:
-    return f"Δ vs {table.baseline} (accuracy points, 95% CI) · {table.title}"
+    return f"Δ vs {table.baseline} (accuracy points, unadjusted 95% CI) · {table.title}"
 
 
 def delta_legend(table: Table) -> list[str]:
-    return [f"Δ = method − {table.baseline} in accuracy points, with its 95% paired-bootstrap percentile interval "
-            f"over test examples ({table.n_boot:,} resamples, examples resampled jointly across seeds). "
-            f"* p<0.05, ** p<0.01: the same bootstrap's p-value, Holm–Bonferroni over the {table.n_comparisons} "
-            "comparisons of the table."
-            + (" † p<0.05: paired t-test over seeds (≥ 3 shared seeds), Holm." if table.has_seed_tests else "")]
+    how = ("the exact paired bootstrap over test examples (one seed: conditional on that training run)"
+           if table.n_seeds <= 1 else "the two-level bootstrap over seeds then test examples")
+    return [f"Δ = method − {table.baseline} in accuracy points, with its unadjusted 95% percentile interval from "
+            f"{how}. * p<0.05, ** p<0.01: the same bootstrap's p-value after Holm–Bonferroni within the "
+            "comparison's family (see the table's legend), so an unadjusted interval can exclude 0 beside no "
+            "marker."
+            + (" † p<0.05: paired t-test over seeds (≥ 3 shared seeds), Holm within the family."
+               if table.has_seed_tests else "")
+            + (" Minimum detectable effect at 80% power after Holm (median of the family): "
+               + ", ".join(f"{f.name} {f.mde:.1f}" for f in table.families) + " points."
+               if table.families else "")]
 
 
 def blocks(table: Table) -> list[tuple[str, list[Row]]]:
@@ -103,6 +110,7 @@ def blocks(table: Table) -> list[tuple[str, list[Row]]]:
 
 # ------------------------------------------------------------------------------------ markdown
 def _md_escape(text: str) -> str:
+    text = clean_name(text)
     for ch in ("\\", "*", "_", "|"):
         text = text.replace(ch, "\\" + ch)
     return text
@@ -168,7 +176,7 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in clean_name(text))
 
 
 def _latex_marker(marker: str) -> str:
@@ -240,7 +248,8 @@ def to_latex(tables: Sequence[Table]) -> str:
 CSV_FIELDS = ("table", "kind", "layout", "task", "fraction", "column", "row_kind", "block", "method", "n",
               "mean", "sd", "ci_low", "ci_high", "ci_method", "best", "tied_with_best", "baseline", "delta",
               "delta_ci_low", "delta_ci_high", "p_bootstrap", "p_bootstrap_holm", "p_mcnemar", "p_seeds_t",
-              "p_seeds_t_holm", "n_seeds_paired", "marker", "reference", "reference_delta", "source_paper",
+              "p_seeds_t_holm", "n_seeds_paired", "family", "family_size", "delta_se", "mde_80", "p_bootstrap_mc_se",
+              "p_equivalence", "equivalence_margin", "marker", "reference", "reference_delta", "source_paper",
               "source_table", "source_split", "source_metric", "params", "student_train_seconds",
               "teacher_train_seconds", "speedup")
 
@@ -249,12 +258,33 @@ def _g(x: float | None) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.6g}"
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: object) -> object:
+    """A text cell made safe for spreadsheets: control characters stripped, and text starting with
+    ``= + - @`` (or tab / CR) prefixed with ``'`` so that it is not run as a formula (OWASP's advice).
+    Numbers (``-0.5``) are left alone."""
+    if not isinstance(value, str):
+        return value
+    text = clean_name(value)
+    if text.startswith(_FORMULA_START):
+        try:
+            float(text)
+        except ValueError:
+            return "'" + text
+    return text
+
+
 def to_csv(tables: Sequence[Table]) -> str:
-    """Long format: one line per table × row × column (missing cells included, empty)."""
+    """Long format: one line per table × row × column (missing cells included, empty). Intervals are
+    unadjusted; ``p_bootstrap_holm`` is Holm within ``family`` (of ``family_size`` comparisons)."""
+    from kdbench.stats import mde
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     w.writeheader()
     for t in tables:
+        fam_size = {f.name: f.size for f in t.families}
         for r in t.rows:
             for col, e in zip(t.columns, r.entries, strict=True):
                 s, c = e.summary, e.comparison
@@ -274,8 +304,13 @@ def to_csv(tables: Sequence[Table]) -> str:
                     line |= {"delta": _g(c.delta), "delta_ci_low": _g(c.delta_ci[0]),
                              "delta_ci_high": _g(c.delta_ci[1]), "p_bootstrap": _g(c.p_examples),
                              "p_bootstrap_holm": _g(c.p_adjusted), "p_mcnemar": _g(c.p_mcnemar),
-                             "p_seeds_t": _g(c.p_seeds), "p_seeds_t_holm": _g(e.p_seeds_adjusted),
-                             "n_seeds_paired": c.n_seeds}
+                             "p_seeds_t": "degenerate" if c.seeds_degenerate else _g(c.p_seeds),
+                             "p_seeds_t_holm": _g(e.p_seeds_adjusted),
+                             "n_seeds_paired": c.n_seeds, "family": e.family,
+                             "family_size": fam_size.get(e.family, ""), "delta_se": _g(c.se),
+                             "mde_80": _g(mde(c.se, fam_size[e.family])) if e.family in fam_size else "",
+                             "p_bootstrap_mc_se": _g(c.p_mc_se), "p_equivalence": _g(c.p_equivalence),
+                             "equivalence_margin": _g(t.equivalence_margin)}
                 if src is not None:
                     line |= {"reference": _g(e.ref_value), "reference_delta": _g(e.ref_delta),
                              "source_paper": src.paper, "source_table": src.table, "source_split": src.split,
@@ -284,8 +319,45 @@ def to_csv(tables: Sequence[Table]) -> str:
                     line |= {"params": _g(r.cost.params), "student_train_seconds": _g(r.cost.student_train_seconds),
                              "teacher_train_seconds": _g(r.cost.teacher_train_seconds),
                              "speedup": _g(r.cost.speedup)}
-                w.writerow(line)
+                w.writerow({k: csv_safe(v) for k, v in line.items()})
     return buf.getvalue()
+
+
+# -------------------------------------------------------------------------------------- power
+def power_text(rows: Sequence[PowerRow]) -> str:
+    """``kdbench power``'s answer as plain text: one block per task × fraction, a line per method."""
+    out: list[str] = []
+    groups: dict[tuple[str, float], list[PowerRow]] = {}
+    for r in rows:
+        groups.setdefault((r.task, r.fraction), []).append(r)
+    for (task, fraction), group in groups.items():
+        g = group[0]
+        out.append(f"{clean_name(task)} · fraction {fraction:g} · student methods vs {clean_name(g.baseline)} on the "
+                   f"Average: primary family of {g.family_size} comparison(s), Holm, 80% power, α = 0.05 "
+                   f"(strictest level α/{g.family_size})")
+        out.append(f"run: {g.n_seeds} seed(s), {g.n_examples} test examples per domain")
+        header = ("method", "Δ now", "MDE now", "effect", "seeds needed", "test examples/domain needed")
+        body = []
+        for r in group:
+            seeds = f"≥ {r.seeds}" if r.seed_var is None else str(r.seeds)
+            examples = "— (seed variance dominates)" if r.examples is None else f"{r.examples:,} (with {r.n_seeds} seed(s))"
+            body.append((clean_name(r.method), f"{r.delta:+.2f}", f"{r.mde_now:.2f}", f"{r.effect:g}", seeds, examples))
+        widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
+        for line in (header, *body):
+            out.append("  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+        for effect in dict.fromkeys(r.effect for r in group):
+            need = sorted(r.seeds for r in group if r.effect == effect)
+            out.append(f"to detect {effect:g} point(s) on the Average: median {need[len(need) // 2]} seeds "
+                       f"(range {need[0]}–{need[-1]}) with {g.n_examples} test examples per domain")
+        if any(r.seed_var is None for r in group):
+            out.append("One seed: training (seed) variance cannot be measured from this run, so the seeds needed count "
+                       "test-example variance only, assuming each new seed draws independent per-example errors "
+                       "(optimistic): a lower bound. Run 2+ seeds to measure the seed variance.")
+        else:
+            out.append("Seed variance measured from the run's seeds (method of moments: the spread of per-seed Δ "
+                       "beyond test-example noise); each new seed assumed independent.")
+        out.append("")
+    return "\n".join(out)
 
 
 # -------------------------------------------------------------------------------------- output

@@ -16,7 +16,7 @@ from kdbench.api import KDBenchError
 from kdbench.tables import AVERAGE
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from matplotlib.figure import Figure
@@ -99,9 +99,10 @@ def save(fig: Figure, path: Path) -> None:
         raise KDBenchError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def plot(results_dir: Path, output: Path) -> Figure:
+def plot(results_dir: Path, output: Path, warn: Callable[[str], None] | None = None) -> Figure:
+    """Read the results directory as untrusted input (cell files kept out go to ``warn``), draw, save."""
     from kdbench.tables import load_curves
 
-    fig = make_figure(load_curves(results_dir))
+    fig = make_figure(load_curves(results_dir, warn))
     save(fig, output)
     return fig

@@ -102,6 +102,163 @@ def load_cells(results_dir: Path) -> list[dict[str, Any]]:
     return [c for _, c in iter_cells(results_dir) if c is not None and c.get("schema") == SCHEMA_VERSION]
 
 
+# ------------------------------------------------------------------ reading an untrusted directory
+#: a cell file larger than this is not read (a real one is well under 1 MiB)
+MAX_CELL_BYTES = 64 * 2**20
+#: stored test accuracy and the one derived from the predictions may differ by float32 rounding only
+ACCURACY_TOLERANCE = 0.01
+_NAME_KEYS = ("task", "domain", "method")
+
+
+def clean_name(text: str) -> str:
+    """``text`` without control or format characters (escape sequences, bidi overrides, zero-width
+    characters), so that a name from a cell file cannot drive a terminal or a document."""
+    import unicodedata
+
+    return "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp", "Cs"))
+
+
+def _number(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    v = float(x)
+    return v if v == v and abs(v) != float("inf") else None
+
+
+def check_cell(cell: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """A cell as read from a file, checked: ``(clean copy, None)`` or ``(None, problem)``.
+
+    Checks the shape (a JSON object with string ``task``/``domain``/``method``, a fraction in (0, 1],
+    an integer seed >= 0), and for an ok cell: a test accuracy in [0, 100] that agrees with its
+    predictions (within :data:`ACCURACY_TOLERANCE`; the tables use the one derived from the
+    predictions), predictions as equal-length lists, and finite non-negative timings. Names are
+    stripped of control characters (:func:`clean_name`).
+    """
+    if not isinstance(cell, dict):
+        return None, f"not a JSON object but {type(cell).__name__}"
+    missing = [k for k in ("task", "domain", "method", "fraction", "seed") if k not in cell]
+    if missing:
+        return None, f"lacks {', '.join(missing)}"
+    out = dict(cell)
+    for key in _NAME_KEYS:
+        if not isinstance(cell[key], str) or not clean_name(cell[key]).strip():
+            return None, f"{key} is not a name ({_short(cell[key])})"
+        out[key] = clean_name(cell[key])
+    frac = _number(cell["fraction"])
+    if frac is None or not 0.0 < frac <= 1.0:
+        return None, f"fraction {_short(cell['fraction'])} is not a number in (0, 1]"
+    out["fraction"] = frac
+    seed = cell["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        return None, f"seed {_short(seed)} is not a non-negative integer"
+    if cell.get("status") != "ok":
+        return out, None
+    metrics = cell.get("metrics")
+    acc = _number(metrics.get("test_accuracy")) if isinstance(metrics, dict) else None
+    if acc is None or not 0.0 <= acc <= 100.0:
+        shown = metrics.get("test_accuracy") if isinstance(metrics, dict) else None
+        return None, f"test_accuracy {_short(shown)} is not a number in [0, 100]"
+    pred = cell.get("predictions")
+    if not isinstance(pred, dict) or not all(isinstance(pred.get(k), list) for k in ("pred", "gold", "ids")):
+        return None, "predictions lack pred, gold or ids lists"
+    if not len(pred["pred"]) == len(pred["gold"]) == len(pred["ids"]) or not pred["ids"]:
+        return None, (f"predictions have {len(pred['pred'])} pred, {len(pred['gold'])} gold and "
+                      f"{len(pred['ids'])} ids")
+    if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in (*pred["pred"], *pred["gold"])):
+        return None, "predictions hold values that are not labels"
+    if len({str(i) for i in pred["ids"]}) != len(pred["ids"]):
+        return None, "predictions have duplicate example ids"
+    derived = 100.0 * sum(a == b for a, b in zip(pred["pred"], pred["gold"], strict=True)) / len(pred["ids"])
+    if abs(derived - acc) > ACCURACY_TOLERANCE:
+        return None, f"stored test_accuracy {acc:.2f} disagrees with its predictions ({derived:.2f})"
+    if not isinstance(cell.get("split_hash"), str):
+        return None, "split_hash is missing"
+    timing = cell.get("timing")
+    if timing is not None:
+        if not isinstance(timing, dict):
+            return None, "timing is not an object"
+        for k, v in timing.items():
+            if v is not None and ((t := _number(v)) is None or t < 0):
+                return None, f"timing {clean_name(str(k))[:40]} {_short(v)} is not a non-negative number"
+    params = cell.get("params")
+    if params is not None and not isinstance(params, dict):
+        return None, "params is not an object"
+    if isinstance(params, dict) and params.get("model") is not None and (
+            (n := _number(params["model"])) is None or n < 0):
+        return None, f"params.model {_short(params['model'])} is not a non-negative number"
+    out["metrics"] = {**(metrics if isinstance(metrics, dict) else {}), "test_accuracy": derived}
+    return out, None
+
+
+def _short(value: Any) -> str:
+    return clean_name(repr(value))[:40]
+
+
+def read_regular_json(path: Path) -> tuple[Any, str | None]:
+    """Parse one file that must be a regular file: ``(data, None)`` or ``(None, problem)``. A FIFO
+    or device is never opened for reading (opening a FIFO would block)."""
+    import stat
+
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    if not stat.S_ISREG(st.st_mode):
+        return None, "is not a regular file"
+    if st.st_size > MAX_CELL_BYTES:
+        return None, f"is {st.st_size} bytes, larger than any cell"
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # never blocks on a FIFO
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped since the check
+                return None, "is not a regular file"
+            raw = f.read(MAX_CELL_BYTES + 1)
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    try:
+        return json.loads(raw.decode("utf-8")), None
+    except (ValueError, RecursionError) as exc:
+        return None, f"is not valid JSON ({clean_name(str(exc))[:80]})"
+
+
+def scan_cells(results_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The cells of a results directory that is treated as untrusted input, and the problems found.
+
+    Only regular ``*.json`` files in ``cells/`` are read (FIFOs, devices and directories are skipped);
+    a ``cells`` directory or a cell file that is a symlink out of the results directory is refused;
+    malformed JSON of any shape or depth, other schemas and cells failing :func:`check_cell` are kept
+    out. Each problem is one line naming the file. Every kept cell carries its file name as ``_file``.
+    """
+    root = results_dir.resolve()
+    folder = cells_dir(results_dir)
+    problems: list[str] = []
+    if folder.is_symlink() and not folder.resolve().is_relative_to(root):
+        return [], [f"{clean_name(str(folder))}: a symlink out of the results directory; not read"]
+    if not folder.is_dir():
+        return [], []
+    cells: list[dict[str, Any]] = []
+    try:
+        paths = sorted(folder.glob("*.json"))
+    except OSError as exc:
+        return [], [f"{folder}: cannot be listed ({exc.strerror or exc})"]
+    for path in paths:
+        name = clean_name(path.name)
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            problems.append(f"{name}: a symlink out of the results directory; not read")
+            continue
+        data, problem = read_regular_json(path)
+        if problem is None and isinstance(data, dict) and data.get("schema") != SCHEMA_VERSION:
+            problem = f"schema {_short(data.get('schema'))} is not {SCHEMA_VERSION}"
+        if problem is None:
+            data, problem = check_cell(data)
+        if problem is not None or data is None:
+            problems.append(f"{name}: {problem}")
+            continue
+        data["_file"] = name
+        cells.append(data)
+    return cells, problems
+
+
 @cache
 def git_sha() -> str | None:
     """The commit of the kdbench checkout, when it is one."""

@@ -1,41 +1,88 @@
-"""Statistics for comparing benchmark cells: confidence intervals, paired tests, Holm correction.
+"""Statistics for comparing benchmark cells: exact paired bootstrap, Holm, power, equivalence.
 
 Everything here is a pure function of its inputs (numpy and scipy only; scipy is imported lazily
-so ``import kdbench.stats`` stays cheap). All accuracies are in **accuracy points** (0-100), and
+so ``import kdbench.stats`` stays cheap). Accuracies are in **accuracy points** (0-100) and
 per-example correctness is given as booleans (``True`` = the prediction matched the gold label).
 
-What a table reports, and why
------------------------------
-* **Spread over seeds** (:func:`summarize`): mean, sample sd and a 95% *t* interval across seeds.
-  With a single seed there is no between-seed spread to measure, so the interval is a percentile
-  bootstrap over the test examples of that seed (it reflects test-set sampling noise only).
-* **Method vs. baseline** (:func:`compare`): the difference ``delta`` in accuracy points, its 95%
-  interval and a p-value from a **paired bootstrap over test examples** (the *primary* test).
-  Holm's step-down correction (:func:`adjust`) is applied over the primary p-values of a table.
+Why the paired bootstrap is computed exactly
+--------------------------------------------
+A prediction is right or wrong, so for one seed the paired difference on an example is in
+{-1, 0, +1}, and with ``S`` seeds summed per example it is an integer in ``[-S, S]``. The paired
+bootstrap resamples the ``n`` examples with replacement, so the sum of the resampled differences is
+the sum of ``n`` independent draws from that empirical lattice distribution: its law is the
+``n``-fold convolution of a distribution on ``2S + 1`` points. :func:`lattice_sum_pmf` computes it
+as ``phi(omega)**n`` of the characteristic function on a discrete Fourier grid long enough that
+nothing wraps round (for small lattices a direct repeated convolution; both exact up to float
+rounding, about 1e-13, far below any decision threshold). So p-values and percentile intervals are
+those of *infinitely many* resamples: they no longer depend on a random seed (issue #17: with
+10,000 Monte-Carlo resamples 6 of 10 markers of a real table changed with the seed).
 
-Primary test: paired bootstrap, not McNemar
--------------------------------------------
-Both tests are paired over examples, and on a single seed they nearly always agree. The bootstrap
-is primary because
+We keep the bootstrap rather than switching to the exact McNemar / sign-flip test because one
+distribution then gives both the p-value and the interval (and the standard error used for power),
+and because it extends to the two-level bootstrap below. The exact McNemar p (the sign-flip test of
+one seed) is still reported beside it for the record (CSV ``p_mcnemar``). The p-value is the usual
+shift-to-the-null bootstrap p (Berg-Kirkpatrick et al. 2012; Koehn 2004), two-sided:
+``p = P*(|Δ* - Δ| >= |Δ|)``, compared on the integer lattice (no float ties). The percentile
+interval takes the smallest lattice value whose cumulative probability reaches ``α/2`` and
+``1 - α/2``.
 
-1. it yields a confidence interval for ``delta`` from the *same* resampling as its p-value, so the
-   interval and the significance marker printed in a table can never contradict each other;
-2. it handles several seeds correctly: when every seed is evaluated on the same test set, the
-   examples are resampled as *clusters* (one example = its column across all seeds), so the
-   correlation between seeds on the same example is respected. McNemar's test on outcomes pooled
-   over seeds would count the same example once per seed as if it were independent evidence,
-   which makes it anti-conservative (p too small) as the number of seeds grows;
-3. it makes no large-sample approximation and works for any statistic of the per-example scores.
+Training variance
+-----------------
+* **One seed.** The test over examples is *conditional on that one training run*: it answers "is
+  this run better than that run on these test examples?", not "is this method better?". Tables say
+  so in their legend.
+* **Two or more seeds.** The primary test is a **two-level (hierarchical) bootstrap**: resample the
+  seeds with replacement, then the test examples (jointly for every chosen seed, since all seeds are
+  evaluated on the same examples). It counts training variance and test-set variance together and
+  keeps the exact-lattice machinery: for a given multiset of seeds the per-example values are
+  integers in ``[-S, S]``. Over the ``C(2S-1, S)`` multisets (3 for 2 seeds, 462 for 6) the
+  distribution is an exact finite mixture; only above :data:`EXACT_SEED_MULTISETS` multisets
+  (7+ seeds) are multisets sampled, and then the Monte-Carlo standard error of p is reported and
+  samples are added until no p sits within 3 standard errors of a decision threshold (the tables
+  pass every level Holm can compare a p with in its family, ``α/k``; at most 8,000 draws,
+  after which the standard error is still reported). Only the seed level is sampled: for each
+  sampled multiset the law over examples is exact. We chose it over the seed-level paired t as primary because
+  with 2-5 seeds a t over per-seed accuracies ignores the test-set noise that every seed shares and
+  has 1-4 degrees of freedom; the seed-level paired t is still reported as a secondary test
+  (``†``) with 3 or more seeds. Its known weakness: with few seeds the bootstrap under-states seed
+  variance by the factor ``(S-1)/S``. A seed-level t with identical per-seed differences has zero
+  variance: it is reported as *degenerate*, never as p = 0.
 
-McNemar's test is still computed (cheap) and stored in :attr:`Comparison.p_mcnemar` for the
-record; read it with caveat 2 in mind when ``n_seeds > 1``. A paired *t*-test over per-seed
-accuracies (:attr:`Comparison.p_seeds`) is reported when there are at least 3 seeds: it speaks to
-training-run variance, which the over-examples tests do not see.
+Multiplicity, power and ties
+----------------------------
+* :func:`holm` controls the family-wise error within a family of comparisons (the tables define
+  three families: student methods vs the baseline on the Average; the per-domain comparisons;
+  the teacher rows).
+* :func:`mde` is the minimum detectable effect at 80% power of a two-sided test at Holm's
+  strictest level ``α/m`` for a comparison with standard error ``se``:
+  ``(z_{1-α/(2m)} + z_{0.8}) · se`` (normal approximation to the bootstrap distribution).
+  :func:`seeds_needed` solves the same equation for the number of seeds.
+* Intervals are **unadjusted** 95% percentile intervals; markers are Holm-adjusted within their
+  family, so an interval that excludes 0 can sit beside no marker. Tables label them unadjusted.
+* "Tied" (:func:`tied_with_best`) means *not significantly different from every best row*
+  (unadjusted; Holm would make ties easier to reach), which is absence of evidence; with an
+  equivalence margin the tables use :attr:`Comparison.p_equivalence`, a TOST (two one-sided
+  bootstrap tests at the margin, Schuirmann 1987) from the same exact distribution.
+
+Power: why not deepsig
+----------------------
+``deepsig`` (Ulmer, Hardmeier & Frellsen 2022, github.com/Kaleidophon/deep-significance; its ASO test
+is from Dror, Shlomov & Reichart 2019) was the anchor. Its ``bootstrap_power_analysis`` takes one
+model's per-seed scores, lifts them by a factor (1.25 by default), bootstraps them and counts how
+often a paired t-test finds the lift: the power of the seeds already run, by Monte Carlo. kdbench
+needs the converse (how many seeds, or test examples, for an effect of so many *points*), and its
+runs often have one seed, where a seed-level bootstrap has nothing to resample. So
+:func:`seeds_needed` reads both variance components from the run (:func:`variance_components`: the
+exact bootstrap variance over examples, and the spread of per-seed Δ beyond it) and solves the normal
+approximation analytically, which is deterministic. ASO itself is not used: it compares score
+distributions over seeds and needs several per side. deepsig is not a dependency (nothing of it is
+used).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
@@ -45,20 +92,26 @@ from typing import Any, TypeVar
 import numpy as np
 
 __all__ = [
+    "EXACT_SEED_MULTISETS",
     "CellLike",
     "Comparison",
+    "LatticeDistribution",
     "StatsError",
     "Summary",
     "adjust",
     "compare",
+    "hierarchical_bootstrap",
     "holm",
+    "lattice_sum_pmf",
     "mcnemar",
+    "mde",
     "paired_bootstrap",
     "paired_t",
+    "seeds_needed",
     "significance_marker",
     "summarize",
     "tied_with_best",
-    "wilcoxon",
+    "variance_components",
 ]
 
 CellLike = Mapping[str, Any]
@@ -67,8 +120,14 @@ CellLike = Mapping[str, Any]
 
 K = TypeVar("K", bound=Hashable)
 
-# Bootstrap draws are generated in chunks so memory stays bounded (about this many indices at once).
-_CHUNK_ELEMS = 2_000_000
+#: above this many seed multisets (7+ seeds) the two-level bootstrap samples them (Monte Carlo)
+EXACT_SEED_MULTISETS = 500
+#: decision thresholds a Monte-Carlo p must be resolved against (3 standard errors away)
+THRESHOLDS = (0.05, 0.01)
+_MC_MAX = 8_000
+# complex entries per batch of characteristic functions
+_BATCH_ELEMS = 4_000_000
+_POWER = 0.8
 
 
 class StatsError(ValueError):
@@ -87,24 +146,6 @@ def _as_bool_array(x: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Means of ``n_boot`` resamples (with replacement, same size) of the 1-D array ``values``."""
-    n = values.shape[0]
-    out = np.empty(n_boot, dtype=np.float64)
-    chunk = max(1, _CHUNK_ELEMS // n)
-    for start in range(0, n_boot, chunk):
-        stop = min(n_boot, start + chunk)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        out[start:stop] = values[idx].mean(axis=1)
-    return out
-
-
-def _percentile_ci(boot: np.ndarray, confidence: float) -> tuple[float, float]:
-    alpha = 1.0 - confidence
-    lo, hi = np.quantile(boot, [alpha / 2, 1.0 - alpha / 2])
-    return float(lo), float(hi)
-
-
 def _check_confidence(confidence: float) -> None:
     if not 0.0 < confidence < 1.0:
         raise StatsError(f"confidence must be in (0, 1), got {confidence}")
@@ -115,14 +156,185 @@ def _check_n_boot(n_boot: int) -> None:
         raise StatsError(f"n_boot must be at least 1, got {n_boot}")
 
 
+# ---------------------------------------------------------------------------- exact lattice sums
+def lattice_sum_pmf(unit_pmf: np.ndarray, n: int) -> np.ndarray:
+    """Law of the sum of ``n`` independent draws from a distribution on ``{-h, ..., h}``.
+
+    ``unit_pmf`` has shape ``(2h + 1,)`` (or ``(k, 2h + 1)`` for ``k`` distributions at once),
+    index ``j`` holding ``P(X = j - h)``. Returns shape ``(2hn + 1,)`` (or ``(k, 2hn + 1)``),
+    index ``t`` holding ``P(sum = t - hn)``. Computed as the ``n``-th power of the characteristic
+    function on a grid of length >= ``2hn + 1`` (no wrap-round), then clipped at 0 and
+    renormalised: exact up to float rounding.
+    """
+    pmf = np.atleast_2d(np.asarray(unit_pmf, dtype=np.float64))
+    k, width = pmf.shape
+    if width % 2 != 1 or n < 1:
+        raise StatsError("unit_pmf needs an odd width and n >= 1")
+    h = width // 2
+    span = 2 * h * n + 1
+    if span <= 4001 and k == 1:  # small: repeated squaring by direct convolution (no FFT noise)
+        out = np.ones(1)
+        base, e = pmf[0], n
+        while e:
+            if e & 1:
+                out = np.convolve(out, base)
+            e >>= 1
+            if e:
+                base = np.convolve(base, base)
+        res = out[None, :]
+    else:
+        from scipy import fft
+
+        length = fft.next_fast_len(span, real=True)
+        values = np.arange(-h, h + 1)
+        # phi(omega_m) = sum_v p_v exp(-2 pi i v m / L), one row per distribution; the law is real,
+        # so the non-negative frequencies suffice (irfft)
+        m = np.arange(length // 2 + 1)
+        phase = np.exp(-2j * np.pi * np.outer(values, m) / length)  # (width, L/2 + 1)
+        res = np.empty((k, span))
+        rows = max(1, _BATCH_ELEMS // length)
+        for start in range(0, k, rows):
+            phi = pmf[start:start + rows] @ phase
+            # phi**n in polar form (cheaper and as accurate as complex pow)
+            powered = np.abs(phi) ** n * np.exp(1j * n * np.angle(phi))
+            dist = fft.irfft(powered, n=length, axis=1)  # index t <-> sum t (mod L)
+            res[start:start + rows] = np.concatenate([dist[:, length - h * n:], dist[:, :h * n + 1]], axis=1)
+    res = np.clip(res, 0.0, None)
+    res /= res.sum(axis=1, keepdims=True)
+    return res[0] if np.asarray(unit_pmf).ndim == 1 else res
+
+
+@dataclass(frozen=True)
+class LatticeDistribution:
+    """The bootstrap law of ``T``, the sum of the resampled per-unit integer differences.
+
+    ``pmf[t + offset] = P*(T = t)``; ``observed`` is the observed sum ``D``; the mean difference in
+    points is ``scale * T`` (``scale = 100 / (n * S)``). ``mc_se`` is the Monte-Carlo standard error
+    of probabilities read from it (0 when exact); ``draws`` the seed multisets sampled (0: exact).
+    """
+
+    pmf: np.ndarray
+    offset: int
+    observed: int
+    scale: float
+    mc_se_weights: np.ndarray | None = None  # per-multiset pmfs for Monte-Carlo error, when sampled
+    draws: int = 0
+
+    @property
+    def support(self) -> np.ndarray:
+        return np.arange(self.pmf.size) - self.offset
+
+    def prob(self, mask: np.ndarray) -> float:
+        return float(min(1.0, max(0.0, self.pmf[mask].sum())))
+
+    def p_two_sided(self) -> float:
+        """Shift-to-null p: ``P*(|T - D| >= |D|)`` on the integer lattice (1 when ``D == 0``)."""
+        t, d = self.support, self.observed
+        return self.prob(np.abs(t - d) >= abs(d))
+
+    def p_mc_se(self, mask_fn: Any) -> float:
+        """Monte-Carlo standard error of a probability (0 when the mixture was enumerated)."""
+        if self.mc_se_weights is None:
+            return 0.0
+        per = self.mc_se_weights[:, mask_fn(self.support)].sum(axis=1)
+        return float(per.std(ddof=1) / math.sqrt(per.size)) if per.size > 1 else math.inf
+
+    def quantile(self, q: float) -> float:
+        """Smallest lattice value (points) whose cumulative probability reaches ``q``."""
+        cdf = np.cumsum(self.pmf)
+        k = int(np.searchsorted(cdf, q - 1e-12, side="left"))
+        return float((min(k, self.pmf.size - 1) - self.offset) * self.scale)
+
+    def interval(self, confidence: float) -> tuple[float, float]:
+        a = (1.0 - confidence) / 2.0
+        return self.quantile(a), self.quantile(1.0 - a)
+
+    def se(self) -> float:
+        """Standard deviation of the bootstrap law of the mean difference (points)."""
+        t = self.support.astype(np.float64)
+        mu = float((t * self.pmf).sum())
+        return math.sqrt(max(0.0, float(((t - mu) ** 2 * self.pmf).sum()))) * self.scale
+
+    def p_tost(self, margin: float) -> float:
+        """Equivalence within ``±margin`` points: the larger of the two one-sided shift-to-null
+        p-values (``H0: Δ <= -margin`` and ``H0: Δ >= margin``); small p = equivalent."""
+        t, d = self.support, self.observed
+        m = margin / self.scale  # in lattice units (not necessarily integer)
+        p_low = self.prob(t - d >= d + m - 1e-9)  # H0 Δ <= -M: P*(Δ* - Δ >= Δ + M)
+        p_high = self.prob(t - d <= d - m + 1e-9)  # H0 Δ >= M: P*(Δ* - Δ <= Δ - M)
+        return max(p_low, p_high)
+
+
+def _unit_pmfs(units: np.ndarray, h: int) -> np.ndarray:
+    """Empirical distribution over ``{-h..h}`` of each row of the integer matrix ``units``."""
+    k, n = units.shape
+    idx = (units + h) + (2 * h + 1) * np.arange(k)[:, None]
+    counts = np.bincount(idx.ravel(), minlength=k * (2 * h + 1)).reshape(k, 2 * h + 1)
+    return counts / n
+
+
+def _multisets(s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every multiset of ``s`` seeds drawn from ``s`` as counts, with its multinomial probability."""
+    counts, weights = [], []
+    for combo in itertools.combinations_with_replacement(range(s), s):
+        c = np.bincount(np.asarray(combo), minlength=s)
+        counts.append(c)
+        weights.append(math.factorial(s) / math.prod(math.factorial(int(x)) for x in c) / s ** s)
+    return np.asarray(counts), np.asarray(weights)
+
+
+def hierarchical_bootstrap(diff: np.ndarray, seed: int = 0, n_draws: int = 1000,
+                           thresholds: Sequence[float] = THRESHOLDS) -> LatticeDistribution:
+    """Two-level bootstrap law of the summed differences of an ``(S, n)`` integer matrix in {-1,0,1}.
+
+    Seeds are resampled with replacement, then examples (columns) jointly across the chosen seeds.
+    ``S == 1`` is the ordinary paired bootstrap over examples. Exact (an enumerated mixture, up to 6 seeds) when
+    there are at most :data:`EXACT_SEED_MULTISETS` seed multisets; otherwise ``n_draws`` multisets
+    are sampled with ``numpy.random.default_rng(seed)``, doubling until the two-sided p is more than
+    3 Monte-Carlo standard errors from every threshold (or :data:`_MC_MAX` draws).
+    """
+    d = np.asarray(diff, dtype=np.int64)
+    if d.ndim != 2 or d.size == 0:
+        raise StatsError("hierarchical_bootstrap needs a non-empty (seeds, examples) matrix")
+    s, n = d.shape
+    observed = int(d.sum())
+    scale = 100.0 / (n * s)
+    if math.comb(2 * s - 1, s) <= EXACT_SEED_MULTISETS:
+        counts, weights = _multisets(s)
+        pmfs = lattice_sum_pmf(_unit_pmfs(counts @ d, s), n)
+        pmfs = np.atleast_2d(pmfs)
+        return LatticeDistribution(weights @ pmfs, s * n, observed, scale)
+    rng = np.random.default_rng(seed)
+    cache: dict[bytes, np.ndarray] = {}  # the law over examples of each distinct multiset drawn
+    keys: list[bytes] = []
+    want = max(2, n_draws)
+    while True:
+        picks = rng.integers(0, s, size=(want - len(keys), s))
+        counts = np.stack([np.bincount(p, minlength=s) for p in picks])
+        new_keys = [c.tobytes() for c in counts]
+        fresh = {k: c for k, c in zip(new_keys, counts, strict=True) if k not in cache}
+        if fresh:
+            laws = np.atleast_2d(lattice_sum_pmf(_unit_pmfs(np.stack(list(fresh.values())) @ d, s), n))
+            cache.update(zip(fresh, laws, strict=True))
+        keys += new_keys
+        total = len(keys)
+        per = np.stack([cache[k] for k in keys])
+        dist = LatticeDistribution(per.mean(axis=0), s * n, observed, scale, per, total)
+        p = dist.p_two_sided()
+        se = dist.p_mc_se(lambda t: np.abs(t - observed) >= abs(observed))
+        if all(abs(p - th) > 3 * se for th in thresholds) or total >= _MC_MAX:
+            return dist
+        want = min(_MC_MAX, 2 * total)
+
+
 # ------------------------------------------------------------------------------------------ summary
 @dataclass(frozen=True)
 class Summary:
     """Mean accuracy of one row/column over seeds, with its confidence interval.
 
-    ``method`` says how the interval was obtained: ``"t"`` (across seeds), ``"bootstrap"`` (over the
-    test examples of a single seed) or ``"none"`` (a single seed without per-example correctness:
-    the interval is NaN).
+    ``method`` says how the interval was obtained: ``"t"`` (across seeds), ``"bootstrap"`` (the
+    exact percentile bootstrap over the test examples of a single seed) or ``"none"`` (a single
+    seed without per-example correctness: the interval is NaN).
     """
 
     n: int
@@ -142,18 +354,15 @@ def summarize(
 ) -> Summary:
     """Summarise per-seed accuracies (points) as mean, sample sd and a confidence interval.
 
-    * ``n >= 2`` seeds: Student-*t* interval ``mean ± t_{(1+c)/2, n-1} · sd / sqrt(n)``. The seeds
-      are independent training runs, so their spread is the quantity of interest, and with the
-      small ``n`` typical of benchmarks the *t* quantile (not the normal one) is required.
-    * ``n == 1``: there is no spread over seeds; the interval is a percentile bootstrap over the
-      test examples of that seed (``correct[0]``, scaled to points), reproducible through ``seed``.
-      It measures test-set sampling noise only. Without ``correct`` the interval is NaN and
-      ``method == "none"``.
+    * ``n >= 2`` seeds: Student-*t* interval ``mean ± t_{(1+c)/2, n-1} · sd / sqrt(n)``.
+    * ``n == 1``: the percentile bootstrap over the test examples of that seed, computed exactly
+      (the resampled count of correct examples is Binomial(n_examples, accuracy)); it measures
+      test-set sampling noise only. Without ``correct`` the interval is NaN (``method == "none"``).
 
-    ``sd`` uses ``ddof=1`` and is 0.0 when ``n == 1``. ``correct`` (one boolean sequence per seed)
-    is only read when ``n == 1``.
+    ``n_boot`` and ``seed`` are accepted for compatibility and unused (nothing is sampled).
     """
     _check_confidence(confidence)
+    _check_n_boot(n_boot)
     acc = np.asarray(accuracies, dtype=np.float64)
     if acc.ndim != 1 or acc.size == 0:
         raise StatsError("summarize needs a non-empty 1-D sequence of accuracies")
@@ -169,61 +378,51 @@ def summarize(
         return Summary(n, mean, sd, mean - half, mean + half, "t")
     if correct is None or len(correct) == 0:
         return Summary(1, mean, 0.0, math.nan, math.nan, "none")
-    _check_n_boot(n_boot)
-    points = _as_bool_array(correct[0], "correct[0]").astype(np.float64).ravel() * 100.0
-    boot = _bootstrap_means(points, n_boot, np.random.default_rng(seed))
-    lo, hi = _percentile_ci(boot, confidence)
-    return Summary(1, mean, 0.0, lo, hi, "bootstrap")
+    from scipy import stats
+
+    ok = _as_bool_array(correct[0], "correct[0]").ravel()
+    m, k = ok.size, int(ok.sum())
+    cdf = stats.binom.cdf(np.arange(m + 1), m, k / m)
+    a = (1.0 - confidence) / 2.0
+    lo = int(np.searchsorted(cdf, a - 1e-12, side="left"))
+    hi = int(np.searchsorted(cdf, 1.0 - a - 1e-12, side="left"))
+    return Summary(1, mean, 0.0, 100.0 * lo / m, 100.0 * min(hi, m) / m, "bootstrap")
 
 
 # ---------------------------------------------------------------------------------- paired tests
-def paired_bootstrap(
-    correct_a: np.ndarray | Sequence[bool],
-    correct_b: np.ndarray | Sequence[bool],
-    n_boot: int = 10_000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> tuple[float, float, float, float]:
-    """Paired bootstrap over examples: ``(delta, ci_low, ci_high, p)`` with ``delta = acc(a) - acc(b)``
-    in accuracy points.
-
-    ``correct_a[i]`` and ``correct_b[i]`` must refer to the same example (and seed). Arrays may be
-
-    * 1-D: one unit per entry (e.g. one seed, or outcomes pooled over seeds by concatenation);
-    * 2-D ``(n_seeds, n_examples)``: every seed evaluated on the same examples; the *columns*
-      (examples) are resampled jointly across seeds (cluster bootstrap), so repeated evaluations of
-      one example are not counted as independent evidence.
-
-    Each resample draws units with replacement, the same indices for ``a`` and ``b`` (pairing), and
-    records ``delta*``. The interval is the percentile interval of ``delta*``. The two-sided p-value
-    tests ``H0: delta = 0`` by shifting the bootstrap distribution to the null (Berg-Kirkpatrick et
-    al. 2012; Koehn 2004)::
-
-        p = (1 + #{ |delta* - delta| >= |delta| }) / (n_boot + 1)
-
-    The +1 smoothing keeps ``p > 0`` (a finite resample can't prove ``p = 0``); ``delta == 0`` gives
-    ``p == 1``. Reproducible for a given ``seed``.
-    """
-    _check_n_boot(n_boot)
-    _check_confidence(confidence)
+def _diff_matrix(correct_a: Any, correct_b: Any) -> np.ndarray:
     a = _as_bool_array(correct_a, "correct_a")
     b = _as_bool_array(correct_b, "correct_b")
     if a.shape != b.shape:
         raise StatsError(f"correct_a and correct_b differ in shape: {a.shape} vs {b.shape}")
     if a.ndim not in (1, 2):
         raise StatsError(f"correct arrays must be 1-D or 2-D, got {a.ndim}-D")
-    diff = (a.astype(np.float64) - b.astype(np.float64)) * 100.0
-    # Per-unit mean difference; the mean of resampled unit means equals the pooled mean difference
-    # because every column holds the same number of seeds.
-    units = diff if diff.ndim == 1 else diff.mean(axis=0)
-    delta = float(units.mean())
-    boot = _bootstrap_means(units, n_boot, np.random.default_rng(seed))
-    lo, hi = _percentile_ci(boot, confidence)
-    # A tiny tolerance so that float noise in the means doesn't flip ties at exactly |delta|.
-    tol = 1e-9 * max(1.0, abs(delta))
-    extreme = int(np.count_nonzero(np.abs(boot - delta) >= abs(delta) - tol))
-    p = (1.0 + extreme) / (n_boot + 1.0)
-    return delta, lo, hi, min(1.0, p)
+    d = a.astype(np.int64) - b.astype(np.int64)
+    return d[None, :] if d.ndim == 1 else d
+
+
+def paired_bootstrap(
+    correct_a: np.ndarray | Sequence[bool],
+    correct_b: np.ndarray | Sequence[bool],
+    n_boot: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float, float]:
+    """Paired bootstrap: ``(delta, ci_low, ci_high, p)`` with ``delta = acc(a) - acc(b)`` in points.
+
+    * 1-D arrays: one seed; examples are resampled (the bootstrap conditional on that training run).
+    * 2-D ``(n_seeds, n_examples)``: every seed evaluated on the same examples; the two-level
+      bootstrap of :func:`hierarchical_bootstrap` (seeds, then examples jointly across seeds).
+
+    Computed exactly (see the module docstring); ``n_boot`` and ``seed`` only matter with 7 or more
+    seeds, where the seed multisets are sampled (``n_boot`` initial draws).
+    """
+    _check_n_boot(n_boot)
+    _check_confidence(confidence)
+    d = _diff_matrix(correct_a, correct_b)
+    dist = hierarchical_bootstrap(d, seed=seed, n_draws=n_boot)
+    lo, hi = dist.interval(confidence)
+    return dist.observed * dist.scale, lo, hi, dist.p_two_sided()
 
 
 def mcnemar(
@@ -243,7 +442,7 @@ def mcnemar(
       ``p = chi2.sf(stat, df=1)``.
 
     With no discordant pairs the two systems never disagree: returns ``(0.0, 1.0)``. Inputs of any
-    shape are flattened (pairs pooled); see the module docstring about pooling over seeds.
+    shape are flattened (pairs pooled over seeds, which is anti-conservative with several seeds).
     """
     a = _as_bool_array(correct_a, "correct_a")
     b_ = _as_bool_array(correct_b, "correct_b")
@@ -263,30 +462,24 @@ def mcnemar(
     return float(stat), float(stats.chi2.sf(stat, 1))
 
 
-def _paired_floats(a: Sequence[float], b: Sequence[float], minimum: int) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(a, dtype=np.float64)
-    y = np.asarray(b, dtype=np.float64)
-    if x.ndim != 1 or x.shape != y.shape:
-        raise StatsError(f"paired samples must be 1-D of equal length, got {x.shape} and {y.shape}")
-    if x.size < minimum:
-        raise StatsError(f"a paired test needs at least {minimum} pairs, got {x.size}")
-    return x, y
-
-
 def paired_t(a_by_seed: Sequence[float], b_by_seed: Sequence[float]) -> tuple[float, float]:
     """Paired Student *t*-test across seeds (scipy ``ttest_rel``): ``(t, p)``, two-sided.
 
-    Pairs are seeds (``a_by_seed[i]`` and ``b_by_seed[i]`` share seed ``i``): pairing removes the
-    seed-level variation both methods share (same data order, same subsample). Assumes the per-seed
-    differences are roughly normal, which is the usual working assumption for few seeds.
-
-    All differences zero returns ``(0.0, 1.0)`` (scipy would give NaN). Identical non-zero
-    differences (zero variance) follow scipy: ``t = ±inf``, ``p = 0``.
+    All differences zero returns ``(0.0, 1.0)``. Identical non-zero differences have zero variance:
+    the test is **degenerate** and returns ``(nan, nan)`` (scipy would say p = 0, which no finite
+    number of seeds can show); callers report it as degenerate.
     """
-    x, y = _paired_floats(a_by_seed, b_by_seed, 2)
+    x = np.asarray(a_by_seed, dtype=np.float64)
+    y = np.asarray(b_by_seed, dtype=np.float64)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise StatsError(f"paired samples must be 1-D of equal length, got {x.shape} and {y.shape}")
+    if x.size < 2:
+        raise StatsError(f"a paired test needs at least 2 pairs, got {x.size}")
     d = x - y
     if np.all(d == 0):
         return 0.0, 1.0
+    if np.allclose(d, d[0], rtol=0.0, atol=1e-9):
+        return math.nan, math.nan
     from scipy import stats
 
     with warnings.catch_warnings():
@@ -295,38 +488,16 @@ def paired_t(a_by_seed: Sequence[float], b_by_seed: Sequence[float]) -> tuple[fl
     return float(res.statistic), float(res.pvalue)
 
 
-def wilcoxon(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """Wilcoxon signed-rank test on paired samples (scipy ``wilcoxon``): ``(statistic, p)``.
-
-    The non-parametric alternative to :func:`paired_t`: no normality assumption, only symmetry of
-    the differences. Note that with ``n`` pairs the smallest attainable two-sided p is
-    ``2 / 2**n`` (0.0625 for 5 seeds), so it cannot reach 0.05 with fewer than 6 seeds.
-    All-zero differences return ``(0.0, 1.0)``.
-    """
-    x, y = _paired_floats(a, b, 1)
-    if np.all(x - y == 0):
-        return 0.0, 1.0
-    from scipy import stats
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = stats.wilcoxon(x, y)
-    return float(res.statistic), float(res.pvalue)
-
-
 # -------------------------------------------------------------------------------- multiple tests
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values, in the input order.
 
-    Holm's step-down procedure controls the family-wise error rate over all comparisons of a table
-    under any dependence between tests (comparisons sharing a baseline are dependent), and is
-    uniformly more powerful than plain Bonferroni. With the ``m`` non-NaN p-values sorted ascending,
-    ``p_(1) <= ... <= p_(m)``::
+    Holm's step-down procedure controls the family-wise error rate under any dependence between
+    tests. With the ``m`` non-NaN p-values sorted ascending, ``p_(1) <= ... <= p_(m)``::
 
         adj_(i) = min(1, max_{j <= i} (m - j + 1) * p_(j))
 
-    The running max keeps the adjusted values monotone in the sorted order. NaN inputs (tests that
-    were not run) stay NaN and do not count towards ``m``.
+    NaN inputs (tests that were not run) stay NaN and do not count towards ``m``.
     """
     p = np.asarray(pvalues, dtype=np.float64)
     if p.ndim != 1:
@@ -344,18 +515,83 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return [float(v) for v in out]
 
 
+# -------------------------------------------------------------------------------------- power
+def _z_sum(alpha: float, m: int, power: float) -> float:
+    from scipy import stats
+
+    if not 0 < alpha < 1 or m < 1 or not 0 < power < 1:
+        raise StatsError("need 0 < alpha < 1, m >= 1 and 0 < power < 1")
+    return float(stats.norm.ppf(1.0 - alpha / (2.0 * m)) + stats.norm.ppf(power))
+
+
+def mde(se: float, m: int = 1, alpha: float = 0.05, power: float = _POWER) -> float:
+    """Minimum detectable effect (points) at ``power`` of a two-sided test at level ``alpha / m``
+    (Holm's first step, i.e. Bonferroni: what a single true effect must clear in a family of ``m``)
+    for a difference estimated with standard error ``se``: ``(z_{1-α/(2m)} + z_power) · se``."""
+    return _z_sum(alpha, m, power) * se
+
+
+@dataclass(frozen=True)
+class Variance:
+    """Variance components of a paired difference in points² (see :func:`variance_components`).
+
+    ``example``: variance of one seed's Δ from test-example sampling, for ``n_examples`` examples;
+    ``seed``: variance of Δ between training runs beyond that (None when unmeasurable: one seed).
+    """
+
+    example: float
+    seed: float | None
+    n_seeds: int
+    n_examples: int
+
+
+def variance_components(diff: np.ndarray) -> Variance:
+    """From an ``(S, n)`` matrix of per-example differences in {-1, 0, 1}: the example-level
+    variance of a single seed's Δ (mean over seeds of ``var_i(d_si) / n``, times 100², the exact
+    bootstrap variance of one seed's Δ) and the
+    seed-level variance ``max(0, var_s(Δ_s) - example)`` (method of moments; None with one seed)."""
+    d = np.asarray(diff, dtype=np.float64)
+    if d.ndim == 1:
+        d = d[None, :]
+    s, n = d.shape
+    if n < 2:
+        raise StatsError("need at least 2 examples")
+    ex = float(np.mean(d.var(axis=1))) / n * 1e4  # ddof 0: the bootstrap's own variance
+    if s < 2:
+        return Variance(ex, None, s, n)
+    per_seed = d.mean(axis=1) * 100.0
+    return Variance(ex, max(0.0, float(per_seed.var(ddof=1)) - ex), s, n)
+
+
+def seeds_needed(var: Variance, effect: float, m: int = 1, alpha: float = 0.05, power: float = _POWER,
+                 n_examples: int | None = None) -> int:
+    """Seeds needed so that the mean Δ over seeds has ``mde <= effect``, assuming independent seeds
+    with variance ``seed + example · n / n_examples`` each (an unmeasured seed variance counts as 0,
+    so the answer is then a lower bound)."""
+    if effect <= 0:
+        raise StatsError("effect must be positive")
+    n_ex = n_examples or var.n_examples
+    per_seed = (var.seed or 0.0) + var.example * var.n_examples / n_ex
+    target = (effect / _z_sum(alpha, m, power)) ** 2
+    return max(1, math.ceil(per_seed / target - 1e-12))
+
+
 # --------------------------------------------------------------------------------- comparisons
 @dataclass(frozen=True)
 class Comparison:
     """``method`` vs. ``baseline`` on one table cell (task × domain × fraction), pooled over seeds.
 
     * ``delta``: mean accuracy difference in points (method - baseline), from per-example outcomes.
-    * ``delta_ci``: its 95% paired-bootstrap percentile interval.
-    * ``p_examples``: **primary** p-value, paired bootstrap over test examples (see module doc).
-    * ``p_mcnemar``: McNemar's test on the pooled pairs, for the record.
-    * ``p_seeds``: paired *t*-test over per-seed accuracies when ``n_seeds >= 3``, else ``None``.
-    * ``p_adjusted``: Holm-adjusted ``p_examples`` over a table, filled by :func:`adjust`.
-    * ``n_seeds``: seeds present for both methods; ``n_examples``: test examples per seed.
+    * ``delta_ci``: its unadjusted 95% percentile interval from the exact (two-level) bootstrap.
+    * ``p_examples``: **primary** p-value: the exact paired bootstrap over test examples with one
+      seed (conditional on that run), the two-level bootstrap over seeds then examples with more.
+    * ``p_mcnemar``: exact/asymptotic McNemar on the pooled pairs, for the record.
+    * ``p_seeds``: paired *t*-test over per-seed accuracies when ``n_seeds >= 3``, else ``None``;
+      NaN with ``seeds_degenerate`` when every seed gives the same non-zero difference.
+    * ``p_adjusted``: Holm-adjusted ``p_examples`` within its family, filled by :func:`adjust`.
+    * ``se``: standard deviation of the bootstrap law of ``delta`` (for power).
+    * ``p_mc_se``: Monte-Carlo standard error of ``p_examples`` (0.0: exact).
+    * ``p_equivalence``: TOST p for ``|delta| < equivalence margin`` (None: no margin given).
     """
 
     method: str
@@ -368,6 +604,10 @@ class Comparison:
     p_adjusted: float | None
     n_seeds: int
     n_examples: int
+    se: float = math.nan
+    p_mc_se: float = 0.0
+    seeds_degenerate: bool = False
+    p_equivalence: float | None = None
 
 
 def _cells_by_seed(cells: Sequence[CellLike], side: str) -> dict[Any, CellLike]:
@@ -410,35 +650,16 @@ def _aligned(cell_a: CellLike, cell_b: CellLike, seed: Any) -> tuple[list[str], 
     return ids_a, a, b
 
 
-def compare(
-    cells_a: Sequence[CellLike],
-    cells_b: Sequence[CellLike],
-    method: str | None = None,
-    baseline: str | None = None,
-    n_boot: int = 10_000,
-    seed: int = 0,
-) -> Comparison:
-    """Compare a method's cells (``cells_a``) with the baseline's (``cells_b``) for one table cell.
-
-    Cells are paired by ``seed`` (only seeds present on both sides are used) and, within a seed,
-    examples are aligned by ``example_ids``. Raises :class:`StatsError` when paired cells differ in
-    ``split_hash`` or ``fraction``, when example ids don't match, or when no seed is shared.
-
-    When every seed has the same test examples (the usual case: seeds change training, not the test
-    split), the paired bootstrap resamples examples jointly across seeds (cluster bootstrap);
-    otherwise each (seed, example) pair is one unit. ``delta`` is computed from the per-example
-    outcomes, i.e. it equals the difference of mean accuracies when ``accuracy == 100 * mean(correct)``.
-    ``p_seeds`` uses the stored per-seed ``accuracy``. Names default to the cells' ``method`` key.
-    """
+def paired_outcomes(cells_a: Sequence[CellLike], cells_b: Sequence[CellLike]) -> tuple[list[Any], np.ndarray,
+                                                                                       np.ndarray, bool]:
+    """Shared seeds (sorted) and the aligned outcome matrices ``(S, n)`` of two sides; the flag says
+    whether every seed has the same examples (else the rows are concatenated into one, ``(1, S·n)``)."""
     by_a = _cells_by_seed(cells_a, "method")
     by_b = _cells_by_seed(cells_b, "baseline")
     seeds = [s for s in by_a if s in by_b]
     if not seeds:
         raise StatsError("no seed is shared by the method and the baseline cells")
     seeds.sort(key=lambda s: (not isinstance(s, int), s if isinstance(s, int) else 0, repr(s)))
-    name_a = method if method is not None else str(by_a[seeds[0]].get("method", "a"))
-    name_b = baseline if baseline is not None else str(by_b[seeds[0]].get("method", "b"))
-
     ids_ref: list[str] | None = None
     same_examples = True
     rows_a: list[np.ndarray] = []
@@ -456,26 +677,59 @@ def compare(
                 same_examples = False
         rows_a.append(a)
         rows_b.append(b)
-
     if same_examples:
-        mat_a, mat_b = np.vstack(rows_a), np.vstack(rows_b)
-    else:
-        mat_a, mat_b = np.concatenate(rows_a), np.concatenate(rows_b)
-    delta, lo, hi, p = paired_bootstrap(mat_a, mat_b, n_boot=n_boot, seed=seed)
+        return seeds, np.vstack(rows_a), np.vstack(rows_b), True
+    return seeds, np.concatenate(rows_a)[None, :], np.concatenate(rows_b)[None, :], False
+
+
+def compare(
+    cells_a: Sequence[CellLike],
+    cells_b: Sequence[CellLike],
+    method: str | None = None,
+    baseline: str | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    equivalence_margin: float | None = None,
+    thresholds: Sequence[float] = THRESHOLDS,
+) -> Comparison:
+    """Compare a method's cells (``cells_a``) with the baseline's (``cells_b``) for one table cell.
+
+    Cells are paired by ``seed`` (only seeds present on both sides are used) and, within a seed,
+    examples are aligned by ``example_ids``. Raises :class:`StatsError` when paired cells differ in
+    ``split_hash`` or ``fraction``, when example ids don't match, or when no seed is shared.
+
+    The primary test is :func:`hierarchical_bootstrap` (exact up to 6 seeds; with 7+ ``n_boot``
+    initial seed-multiset draws from ``seed``, grown until no p is within 3 Monte-Carlo errors of
+    ``thresholds``). When seeds were evaluated on different examples, (seed, example) pairs are the
+    units of a one-level bootstrap. ``p_seeds`` uses the stored per-seed ``accuracy``.
+    """
+    seeds, mat_a, mat_b, _same = paired_outcomes(cells_a, cells_b)
+    by_a = _cells_by_seed(cells_a, "method")
+    by_b = _cells_by_seed(cells_b, "baseline")
+    name_a = method if method is not None else str(by_a[seeds[0]].get("method", "a"))
+    name_b = baseline if baseline is not None else str(by_b[seeds[0]].get("method", "b"))
+    diff = mat_a.astype(np.int64) - mat_b.astype(np.int64)
+    dist = hierarchical_bootstrap(diff, seed=seed, n_draws=n_boot, thresholds=thresholds)
+    lo, hi = dist.interval(0.95)
+    p = dist.p_two_sided()
+    p_se = dist.p_mc_se(lambda t: np.abs(t - dist.observed) >= abs(dist.observed))
     _, p_mc = mcnemar(mat_a, mat_b)
     p_seeds: float | None = None
+    degenerate = False
     if len(seeds) >= 3:
         acc_a = [float(by_a[s]["accuracy"]) for s in seeds]
         acc_b = [float(by_b[s]["accuracy"]) for s in seeds]
         p_seeds = paired_t(acc_a, acc_b)[1]
-    n_examples = len(ids_ref) if same_examples and ids_ref is not None else int(mat_a.size // len(seeds))
-    return Comparison(name_a, name_b, delta, (lo, hi), p, p_mc, p_seeds, None, len(seeds), n_examples)
+        degenerate = math.isnan(p_seeds)
+    p_eq = None if equivalence_margin is None else dist.p_tost(equivalence_margin)
+    n_examples = int(mat_a.shape[1]) if _same else int(mat_a.size // len(seeds))
+    return Comparison(name_a, name_b, dist.observed * dist.scale, (lo, hi), p, p_mc, p_seeds, None, len(seeds),
+                      n_examples, dist.se(), p_se, degenerate, p_eq)
 
 
 def adjust(comparisons: Sequence[Comparison]) -> list[Comparison]:
-    """Holm-adjust the primary p-values (``p_examples``) of one table; returns new ``Comparison``s
-    with ``p_adjusted`` set, in the input order. Pass every comparison the table shows at once: the
-    family is the table."""
+    """Holm-adjust the primary p-values (``p_examples``) of one family; returns new ``Comparison``s
+    with ``p_adjusted`` set, in the input order."""
     adjusted = holm([c.p_examples for c in comparisons])
     return [dataclasses.replace(c, p_adjusted=p) for c, p in zip(comparisons, adjusted, strict=True)]
 
@@ -494,41 +748,49 @@ def significance_marker(p: float | None) -> str:
 
 def tied_with_best(
     summaries: Mapping[K, Summary],
-    pvalues: Mapping[K, float] | None = None,
+    pvalues: Mapping[K, Mapping[K, float]] | Mapping[K, float] | None = None,
     alpha: float = 0.05,
     higher_is_better: bool = True,
+    equivalence: bool = False,
 ) -> set[K]:
-    """Rows of one column to highlight as "best or statistically tied with the best".
+    """Rows of one column (of one block) to highlight as "best or tied with the best".
 
-    The best row(s) have the highest mean (lowest with ``higher_is_better=False``). Another row is
-    tied with the best when
+    The best rows share the highest mean (lowest with ``higher_is_better=False``). ``pvalues[k]``
+    maps each best row to the p-value of row ``k`` against it (a plain float is taken as the p
+    against every best row). A row is tied when, against **every** best row,
 
-    * ``pvalues`` gives its p-value from a paired test against the best row (e.g.
-      :attr:`Comparison.p_examples` of row vs. best): tied iff ``p >= alpha``. This is the preferred
-      rule: paired tests are far more sensitive than comparing intervals.
-    * otherwise (or when its p-value is missing/NaN): its confidence interval overlaps the best
-      row's. Overlap is a conservative display heuristic (non-overlap implies a difference, overlap
-      does not imply its absence), so it may mark more rows as tied than a paired test would.
+    * ``equivalence=False``: ``p >= alpha`` (not significantly different: absence of evidence);
+    * ``equivalence=True``: ``p < alpha`` where ``p`` is a TOST p (shown equivalent within the margin).
 
-    Rows with a NaN interval and no p-value are never tied (unless they are the best).
+    A row without a p-value against some best row falls back to interval overlap with that row
+    (a conservative display heuristic) when not testing equivalence; under equivalence it is not
+    tied. Rows with a NaN interval and no p-value are never tied (unless they are best).
     """
     if not summaries:
         return set()
     sign = 1.0 if higher_is_better else -1.0
     top = max(sign * s.mean for s in summaries.values())
-    best = {k for k, s in summaries.items() if sign * s.mean == top}
-    ref = summaries[next(iter(best))]
+    best = [k for k, s in summaries.items() if sign * s.mean == top]
     tied = set(best)
     for k, s in summaries.items():
-        if k in best:
+        if k in tied:
             continue
-        p = pvalues.get(k) if pvalues is not None else None
-        if p is not None and not math.isnan(p):
-            if p >= alpha:
-                tied.add(k)
-            continue
-        if any(math.isnan(v) for v in (s.ci_low, s.ci_high, ref.ci_low, ref.ci_high)):
-            continue
-        if s.ci_high >= ref.ci_low and s.ci_low <= ref.ci_high:
+        raw = pvalues.get(k) if pvalues is not None else None
+        ok = True
+        for b in best:
+            p = raw.get(b) if isinstance(raw, Mapping) else raw
+            if p is not None and not math.isnan(p):
+                ok = p < alpha if equivalence else p >= alpha
+            elif equivalence:
+                ok = False
+            else:
+                ref = summaries[b]
+                if any(math.isnan(v) for v in (s.ci_low, s.ci_high, ref.ci_low, ref.ci_high)):
+                    ok = False
+                else:
+                    ok = s.ci_high >= ref.ci_low and s.ci_low <= ref.ci_high
+            if not ok:
+                break
+        if ok:
             tied.add(k)
     return tied

@@ -1,20 +1,28 @@
 """Turn result cells into table data: summaries, significance tests, best/tied marks, cost, references.
 
 Pure: no rendering here (see :mod:`kdbench.report` for the terminal and :mod:`kdbench.export` for
-Markdown, LaTeX and CSV). The statistics are those of :mod:`kdbench.stats`:
+Markdown, LaTeX and CSV). The statistics are those of :mod:`kdbench.stats`, all computed exactly
+(no random resampling up to 6 seeds), so a table does not depend on ``resample_seed``:
 
 * **a cell** (method × domain at one fraction): mean and sd over seeds with a 95% *t* interval;
-  with a single seed, a bootstrap interval over the test examples;
+  with a single seed, the exact bootstrap interval over the test examples. Its accuracy is derived
+  from its predictions; a cell whose stored ``test_accuracy`` disagrees is kept out and reported;
 * **Average**: for each seed that has *every* domain of the table, the mean over domains; seeds
   missing a domain are left out, and a method missing a domain has no Average (never invented);
-* **vs the baseline** (every other row, every column): :func:`kdbench.stats.compare`, a paired
-  bootstrap over test examples pooled over seeds (examples resampled jointly across seeds), the
-  *primary* test; a paired *t*-test over seeds as well when both have at least 3 shared seeds.
-  The Average column's test pools the examples of all domains (concatenated per seed). Holm's
-  correction runs over all primary p-values of a table, and separately over its seed-level ones;
-* **best / tied**: the highest mean of each column is the best; another row is tied with it when
-  the paired bootstrap against the best row gives Holm-adjusted ``p >= 0.05`` (Holm over all such
-  comparisons of the table);
+* **vs the baseline**: :func:`kdbench.stats.compare`: with one seed the exact paired bootstrap over
+  test examples (conditional on that training run), with several the exact two-level bootstrap over
+  seeds then examples (the primary test); a paired *t*-test over seeds as well (secondary) with 3+
+  shared seeds. The Average column's test pools the examples of all domains (concatenated per seed);
+* **families** (Holm within each): *primary*, the student methods vs the baseline on the Average
+  (every column of a data-scarce table is an Average); *secondary*, the student methods per domain;
+  *teacher*, rows whose name starts with ``teacher`` (no claim about distillation rests on them).
+  Each family's minimum detectable effect at 80% power (:func:`kdbench.stats.mde`, at Holm's
+  strictest level) is in the legend;
+* **best / tied**, per block (teacher rows, student rows): the best rows share the block's highest
+  mean in the column; another row is tied when, against *every* best row, the paired test gives
+  unadjusted ``p >= 0.05`` (not significantly different: no Holm, which would make ties easier),
+  or, with an ``equivalence_margin``, when the TOST shows equivalence within the margin;
+* Δ intervals are unadjusted 95% percentile intervals of the exact bootstrap;
 * cells evaluated on different splits (``split_hash``) of one task/domain/fraction are refused.
 """
 
@@ -35,13 +43,14 @@ from kdbench.stats import (
     adjust,
     compare,
     holm,
+    mde,
     significance_marker,
     summarize,
     tied_with_best,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from pathlib import Path
 
     from kdbench.references import References, Source
@@ -49,7 +58,10 @@ if TYPE_CHECKING:
 AVERAGE = "Average"
 DEFAULT_BASELINE = "student"
 ALPHA = 0.05
-N_BOOT = 10_000
+#: initial Monte-Carlo draws of seed multisets, used only with 7+ seeds (everything else is exact)
+N_BOOT = 1_000
+TEACHER_PREFIX = "teacher"
+FAMILIES = ("primary", "secondary", "teacher")
 #: the Meta-KD main table: teacher block, then student block (rows shown even when not run)
 PAPER_TEACHERS = ("teacher", "teacher:mix", "teacher:mtl", "teacher:meta")
 PAPER_STUDENTS = ("student", "kd", "pkd", "tinybert", "mix", "mtl", "multiteacher", "metakd")
@@ -78,8 +90,9 @@ class Entry:
     """One row × column of a table. ``summary`` None means not run (or, for Average, incomplete)."""
 
     summary: Summary | None = None
-    comparison: Comparison | None = None  # vs the baseline, p_adjusted = Holm over the table
-    p_seeds_adjusted: float | None = None  # Holm over the table's seed-level tests
+    comparison: Comparison | None = None  # vs the baseline, p_adjusted = Holm within its family
+    p_seeds_adjusted: float | None = None  # Holm within its family's seed-level tests
+    family: str = ""  # of the comparison: "primary", "secondary" or "teacher"
     best: bool = False
     tied: bool = False
     ref_value: float | None = None  # reference rows: the published number
@@ -109,6 +122,17 @@ class Row:
         return self.source is None and any(e.summary is not None for e in self.entries)
 
 
+@dataclass(frozen=True)
+class Family:
+    """One family of comparisons: its size (Holm's m) and minimum detectable effect at 80% power
+    (points, at Holm's strictest level; the median over the family's comparisons, and the range)."""
+
+    name: str
+    size: int
+    mde: float
+    mde_range: tuple[float, float]
+
+
 @dataclass
 class Table:
     title: str
@@ -125,6 +149,12 @@ class Table:
     n_comparisons: int = 0
     n_boot: int = N_BOOT
     column_fractions: list[float] | None = None  # data-scarce tables: the fraction of each column
+    families: list[Family] = field(default_factory=list)
+    equivalence_margin: float | None = None
+    n_seeds: int = 0  # the most seeds of any comparison
+    mc_p_se: float = 0.0  # the largest Monte-Carlo standard error of a p-value (0: all exact)
+    degenerate: int = 0  # seed-level t-tests with identical per-seed differences
+    rejected: list[str] = field(default_factory=list)  # cell files kept out, with the reason
 
     @property
     def has_seed_tests(self) -> bool:
@@ -141,35 +171,36 @@ def _describe(c: Mapping[str, Any]) -> str:
 
 
 def _stat_cell(c: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored cell as :data:`kdbench.stats.CellLike` (plus the raw cell under ``raw``)."""
-    try:
-        acc = float(c["metrics"]["test_accuracy"])
-        p = c["predictions"]
-        correct = [a == b for a, b in zip(p["pred"], p["gold"], strict=True)]
-        ids = [str(i) for i in p["ids"]]
-        split = c["split_hash"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise KDBenchError(f"cell {_describe(c)} lacks metrics, predictions or split_hash ({exc}); "
-                           "rerun it") from None
-    if len(ids) != len(correct) or not correct:
-        raise KDBenchError(f"cell {_describe(c)}: {len(ids)} ids for {len(correct)} predictions; rerun it")
-    return {"seed": c["seed"], "method": c["method"], "fraction": c["fraction"], "accuracy": acc,
-            "correct": correct, "example_ids": ids, "split_hash": split, "raw": c}
+    """A checked ok cell (:func:`kdbench.results.check_cell`) as :data:`kdbench.stats.CellLike`
+    (plus the raw cell under ``raw``); the accuracy is the one derived from the predictions."""
+    p = c["predictions"]
+    correct = [a == b for a, b in zip(p["pred"], p["gold"], strict=True)]
+    return {"seed": c["seed"], "method": c["method"], "fraction": c["fraction"],
+            "accuracy": 100.0 * sum(correct) / len(correct), "correct": correct,
+            "example_ids": [str(i) for i in p["ids"]], "split_hash": c["split_hash"], "raw": c}
 
 
 class Index:
-    """OK cells by task → fraction → (method, domain) → seed, checked for mixed splits."""
+    """OK cells by task → fraction → (method, domain) → seed, checked for mixed splits.
 
-    def __init__(self, cells: Iterable[Mapping[str, Any]], method_order: Sequence[str] = ()) -> None:
+    Every cell is checked first (:func:`kdbench.results.check_cell`); one that fails is kept out and
+    its problem listed in ``rejected`` (``problems`` found while reading files are added there too).
+    """
+
+    def __init__(self, cells: Iterable[Mapping[str, Any]], method_order: Sequence[str] = (),
+                 problems: Sequence[str] = ()) -> None:
         self.data: dict[str, dict[float, dict[tuple[str, str], dict[int, dict[str, Any]]]]] = {}
         self.failed: Counter[tuple[str, float]] = Counter()
-        seen: list[str] = list(dict.fromkeys(method_order))
+        self.rejected: list[str] = list(problems)
+        seen: list[str] = [res.clean_name(str(m)) for m in dict.fromkeys(method_order)]
         hashes: dict[tuple[str, str, float], dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-        for c in cells:
-            missing = [k for k in ("task", "domain", "method", "fraction", "seed") if k not in c]
-            if missing:
-                raise KDBenchError(f"a cell result lacks {', '.join(missing)}; is it a kdbench cell file?")
-            task, fraction = c["task"], float(c["fraction"])
+        for raw in cells:
+            c, problem = res.check_cell(raw)
+            if c is None:
+                where = raw.get("_file") if isinstance(raw, dict) else None
+                self.rejected.append(f"{where or 'a cell'}: {problem}")
+                continue
+            task, fraction = c["task"], c["fraction"]
             if c.get("status") != "ok":
                 self.failed[(task, fraction)] += 1
                 continue
@@ -183,7 +214,7 @@ class Index:
                 seen.append(c["method"])
         for (task, domain, fraction), by_hash in hashes.items():
             if len(by_hash) > 1:
-                parts = "; ".join(f"{h}: {', '.join(who[:3])}{' …' if len(who) > 3 else ''}"
+                parts = "; ".join(f"{res.clean_name(h)[:24]}: {', '.join(who[:3])}{' …' if len(who) > 3 else ''}"
                                   for h, who in by_hash.items())
                 raise KDBenchError(f"{task}/{domain} at fraction {fraction:g} mixes cells evaluated on different "
                                    f"splits (split_hash {parts}); tables compare only cells of one split, so "
@@ -265,69 +296,114 @@ def _row_order(layout: str, present: Sequence[str], extra: Sequence[str]) -> lis
     return rows + [(m, "student") for m in names if m not in known]
 
 
+def is_teacher(method: str) -> bool:
+    """Teacher rows (``teacher``, ``teacher:mix``, ...) form their own block and test family."""
+    return method.startswith(TEACHER_PREFIX)
+
+
+@dataclass(frozen=True)
+class _Stats:
+    """How a table's tests are run (passed down from :func:`build_tables`)."""
+
+    n_boot: int = N_BOOT
+    resample_seed: int = 0
+    equivalence_margin: float | None = None
+    thresholds: tuple[float, ...] = (ALPHA, 0.01)
+
+
 def _compare(cells_a: Sequence[Mapping[str, Any]], cells_b: Sequence[Mapping[str, Any]], a: str, b: str,
-             where: str, n_boot: int) -> Comparison | None:
+             where: str, how: _Stats) -> Comparison | None:
     seeds_b = {c["seed"] for c in cells_b}
     if not cells_a or not cells_b or not any(c["seed"] in seeds_b for c in cells_a):
         return None
     try:
-        return compare(cells_a, cells_b, method=a, baseline=b, n_boot=n_boot, seed=0)
+        return compare(cells_a, cells_b, method=a, baseline=b, n_boot=how.n_boot, seed=how.resample_seed,
+                       equivalence_margin=how.equivalence_margin, thresholds=how.thresholds)
     except StatsError as exc:
         raise KDBenchError(f"cannot compare {a} with {b} on {where}: {exc}") from None
 
 
-def _finish(table: Table, groups: Sequence[Sequence[Sequence[Mapping[str, Any]]]], n_boot: int) -> None:
-    """Fill comparisons (Holm over the table), best and tied marks; ``groups[r][c]`` are row r's cells
-    of column c (measured rows only, aligned with ``table.rows``)."""
+def _family(table: Table, method: str, column: str) -> str:
+    if is_teacher(method):
+        return "teacher"
+    return "primary" if table.kind == "scarce" or column == AVERAGE else "secondary"
+
+
+def _median(xs: Sequence[float]) -> float:
+    v = sorted(xs)
+    k = len(v) // 2
+    return v[k] if len(v) % 2 else (v[k - 1] + v[k]) / 2
+
+
+def _finish(table: Table, groups: Sequence[Sequence[Sequence[Mapping[str, Any]]]], how: _Stats) -> None:
+    """Fill comparisons (Holm within each family), best and tied marks; ``groups[r][c]`` are row r's
+    cells of column c (measured rows only, aligned with ``table.rows``)."""
     rows = table.rows
+    table.equivalence_margin = how.equivalence_margin
     base = next((i for i, r in enumerate(rows) if r.source is None and r.method == table.baseline), None)
     cmp_at: list[tuple[int, int, Comparison]] = []
     if base is not None:
+        # With 7+ seeds p is Monte Carlo: resolve it against every level Holm may compare it with in
+        # its family (α/k and 0.01/k for k = 1..m), not only 0.05 and 0.01.
+        sizes = Counter(_family(table, r.method, col) for i, r in enumerate(rows) if i != base and r.source is None
+                        for j, col in enumerate(table.columns) if groups[i][j] and groups[base][j])
+        levels = {fam: tuple(sorted({a / k for a in (ALPHA, 0.01) for k in range(1, m + 1)}))
+                  for fam, m in sizes.items()}
         for i, r in enumerate(rows):
             if i == base or r.source is not None:
                 continue
             for j, col in enumerate(table.columns):
+                fam_how = replace(how, thresholds=levels.get(_family(table, r.method, col), how.thresholds))
                 c = _compare(groups[i][j], groups[base][j], r.method, table.baseline or "",
-                             f"{table.task} {col}{_at(table)}", n_boot)
+                             f"{table.task} {col}{_at(table)}", fam_how)
                 if c is not None:
                     cmp_at.append((i, j, c))
-    adjusted = adjust([c for _, _, c in cmp_at])
-    seed_p = holm([math.nan if c.p_seeds is None else c.p_seeds for _, _, c in cmp_at])
-    for (i, j, _), c, ps in zip(cmp_at, adjusted, seed_p, strict=True):
-        rows[i].entries[j] = replace(rows[i].entries[j], comparison=c,
-                                     p_seeds_adjusted=None if math.isnan(ps) else ps)
     table.n_comparisons = len(cmp_at)
-
-    # Best per column, and rows tied with it (paired bootstrap vs the best, Holm over the table).
-    vs_base = {(i, j): c.p_examples for i, j, c in cmp_at}
-    tie_tests: list[tuple[int, int, float]] = []
-    best_of: dict[int, list[int]] = {}
-    for j, col in enumerate(table.columns):
-        measured: dict[int, Summary] = {i: s for i, r in enumerate(rows)
-                                        if r.source is None and (s := r.entries[j].summary) is not None}
-        if not measured:
+    for fam in FAMILIES:
+        members = [(i, j, c) for i, j, c in cmp_at if _family(table, rows[i].method, table.columns[j]) == fam]
+        if not members:
             continue
-        top = max(s.mean for s in measured.values())
-        best_of[j] = [i for i, s in measured.items() if s.mean == top]
-        for i in measured:
-            if i in best_of[j]:
+        adjusted = adjust([c for _, _, c in members])
+        seed_p = holm([math.nan if c.p_seeds is None else c.p_seeds for _, _, c in members])
+        for (i, j, _), c, ps in zip(members, adjusted, seed_p, strict=True):
+            rows[i].entries[j] = replace(rows[i].entries[j], comparison=c, family=fam,
+                                         p_seeds_adjusted=None if math.isnan(ps) else ps)
+        mdes = [mde(c.se, len(members), ALPHA) for _, _, c in members if math.isfinite(c.se)]
+        if mdes:
+            table.families.append(Family(fam, len(members), _median(mdes), (min(mdes), max(mdes))))
+    table.n_seeds = max((c.n_seeds for _, _, c in cmp_at), default=0)
+    table.mc_p_se = max((c.p_mc_se for _, _, c in cmp_at), default=0.0)
+    table.degenerate = sum(c.seeds_degenerate for _, _, c in cmp_at)
+
+    # Best per column and block, and rows tied with every best row of their block (unadjusted).
+    vs_base = {(i, j): c for i, j, c in cmp_at}
+    for j, col in enumerate(table.columns):
+        for block in (True, False):
+            summaries: dict[int, Summary] = {i: s for i, r in enumerate(rows)
+                                             if r.source is None and is_teacher(r.method) == block
+                                             and (s := r.entries[j].summary) is not None}
+            if not summaries:
                 continue
-            if best_of[j][0] == base and (i, j) in vs_base:  # same test, same resamples: reuse it
-                tie_tests.append((i, j, vs_base[(i, j)]))
-                continue
-            c = _compare(groups[i][j], groups[best_of[j][0]][j], rows[i].method, rows[best_of[j][0]].method,
-                         f"{table.task} {col}{_at(table)}", n_boot)
-            if c is not None:
-                tie_tests.append((i, j, c.p_examples))
-    tie_p = holm([p for _, _, p in tie_tests])
-    for j, best in best_of.items():
-        summaries: dict[int, Summary] = {i: s for i, r in enumerate(rows)
-                                         if r.source is None and (s := r.entries[j].summary) is not None}
-        pvals = {i: p for (i, jj, _), p in zip(tie_tests, tie_p, strict=True) if jj == j}
-        # No paired test possible (no shared seed): fall back to interval overlap, see tied_with_best.
-        tied = tied_with_best(summaries, pvals, alpha=ALPHA)
-        for i in summaries:
-            rows[i].entries[j] = replace(rows[i].entries[j], best=i in best, tied=i in tied and i not in best)
+            top = max(s.mean for s in summaries.values())
+            best = [i for i, s in summaries.items() if s.mean == top]
+            pvals: dict[int, dict[int, float]] = {}
+            for i in summaries:
+                if i in best:
+                    continue
+                for k in best:
+                    if k == base and (i, j) in vs_base:  # the same exact test: reuse it
+                        vs: Comparison | None = vs_base[(i, j)]
+                    else:
+                        vs = _compare(groups[i][j], groups[k][j], rows[i].method, rows[k].method,
+                                      f"{table.task} {col}{_at(table)}", how)
+                    if vs is not None:
+                        p = vs.p_equivalence if how.equivalence_margin is not None else vs.p_examples
+                        if p is not None:
+                            pvals.setdefault(i, {})[k] = p
+            # No paired test possible (no shared seed): interval overlap, see tied_with_best.
+            tied = tied_with_best(summaries, pvals, alpha=ALPHA, equivalence=how.equivalence_margin is not None)
+            for i in summaries:
+                rows[i].entries[j] = replace(rows[i].entries[j], best=i in best, tied=i in tied and i not in best)
 
 
 def _at(table: Table) -> str:
@@ -369,34 +445,73 @@ def _reference_methods(refs: References | None, task: str, fractions: Sequence[f
                               if n.task == task and any(math.isclose(n.fraction, f) for f in fractions)))
 
 
+FAMILY_TEXT = {"primary": "primary: student methods vs {b} on the Average",
+               "secondary": "secondary: student methods vs {b} per domain",
+               "teacher": "teacher rows vs {b}"}
+
+
+def _test_legend(table: Table) -> list[str]:
+    b = table.baseline
+    lines = []
+    if b is None:
+        lines.append("No baseline in this table: no significance tests.")
+    elif table.n_seeds <= 1:
+        lines.append(f"Tests vs {b} (two-sided; the sign is in the Δ table): exact paired bootstrap over test examples "
+                     "(the bootstrap distribution computed exactly, no resampling noise). One seed: the test is "
+                     "conditional on that one training run. It answers \"is this run better than the "
+                     f"{b} run on these test examples?\", not \"is this method better?\"; training variance "
+                     "is not counted.")
+    else:
+        mc = (f" seed multisets sampled: the largest Monte-Carlo standard error of a p-value is {table.mc_p_se:.2g}"
+              if table.mc_p_se > 0 else " computed exactly over every seed multiset, no resampling noise")
+        lines.append(f"Tests vs {b} (two-sided; the sign is in the Δ table): two-level bootstrap, seeds then test "
+                     f"examples (up to {table.n_seeds} seeds paired), which counts training variance as well as "
+                     f"test-set variance;{mc}."
+                     + (" † p<0.05: paired t-test over seeds (secondary; ≥ 3 shared seeds), Holm within the family."
+                        if table.has_seed_tests else " No seed-level t-test: fewer than 3 seeds.")
+                     + (f" {table.degenerate} seed-level t-test(s) degenerate (identical per-seed differences, "
+                        "zero variance): no p-value." if table.degenerate else ""))
+    if b is not None and table.families:
+        fams = "; ".join(f"{FAMILY_TEXT[f.name].format(b=b)} (m = {f.size}, MDE {f.mde:.1f}"
+                         + (f" [{f.mde_range[0]:.1f}–{f.mde_range[1]:.1f}]" if f.mde_range[1] - f.mde_range[0] >= 0.05
+                            else "") + ")" for f in table.families)
+        lines.append("* p<0.05, ** p<0.01 after Holm–Bonferroni within each family of comparisons: " + fams + ". "
+                     "MDE: the smallest true difference (points) the family's test detects with 80% power at "
+                     "Holm's strictest level α/m (median over the family, range in brackets); smaller effects "
+                     "can go unmarked, so no marker is absence of evidence, not evidence of no difference.")
+    if table.equivalence_margin is not None:
+        tie = (f"tied = shown equivalent to every best row of its block within ±{table.equivalence_margin:g} points "
+               "(TOST, two one-sided bootstrap tests at α = 0.05)")
+    else:
+        tie = ("tied = not significantly different from every best row of its block (paired test, unadjusted "
+               "p ≥ 0.05; interval overlap when no seed is shared). Not a test of equivalence: use "
+               "--equivalence-margin for one")
+    lines.append(f"Bold: best mean of the column within its block (teacher rows, student rows). Italic: {tie}.")
+    return lines
+
+
 def _legend(table: Table) -> list[str]:
     ns = Counter(e.summary.n for r in table.rows if r.source is None for e in r.entries if e.summary is not None)
     n_text = ", ".join(str(n) for n in sorted(ns)) if ns else "0"
     lines = [f"Cells: mean ± sd of test accuracy (%) over seeds (n = {n_text} seed(s) per cell); — = not run. "
-             "95% CIs (t over seeds; bootstrap over test examples with one seed) are in the CSV export."]
+             "95% CIs (t over seeds; exact bootstrap over test examples with one seed) are in the CSV export."]
     if table.kind == "main":
         lines.append("Average: mean over the domains of each seed that has all of them (never filled in); "
                      "its tests pool the examples of all domains.")
     else:
         lines.append("Each column: the Average over domains at that fraction of the target's training data "
                      "(per seed with every domain; never filled in).")
-    if table.baseline is None:
-        lines.append("No baseline in this table: no significance tests.")
-    else:
-        lines.append(f"vs baseline {table.baseline} (two-sided; the sign is in the Δ table): * p<0.05, ** p<0.01, "
-                     "paired bootstrap over test examples "
-                     f"({table.n_boot:,} resamples; examples resampled jointly across seeds), Holm–Bonferroni "
-                     f"over the {table.n_comparisons} comparisons of this table."
-                     + (" † p<0.05, paired t-test over seeds (with ≥ 3 shared seeds), Holm over this table's "
-                        "seed-level tests." if table.has_seed_tests else " No seed-level test: fewer than 3 seeds."))
-    lines.append("Bold: best mean of the column. Italic: tied with the best (paired bootstrap vs the best row, "
-                 "Holm over this table's such tests, p ≥ 0.05; interval overlap when no seed is shared).")
+    lines += _test_legend(table)
     if table.has_cost:
         lines.append("Params: parameters of the evaluated model (M). Train: the method's own training (s, "
                      "teacher training excluded). Teacher: training of the teacher(s) it used (s). Speed-up: "
                      "teacher / student inference time on the test set. All averaged over the table's cells.")
     for k, src in enumerate(table.sources, 1):
         lines.append(f"[{k}] {src.describe()}.")
+    if table.rejected:
+        shown = "; ".join(table.rejected[:5]) + (f"; and {len(table.rejected) - 5} more" if len(table.rejected) > 5
+                                                 else "")
+        lines.append(f"Kept out ({len(table.rejected)} cell file(s) unreadable or invalid): {shown}.")
     if table.sources:
         lines.append("Rows 'reported [k]': published numbers from source k, in parentheses measured − published "
                      "(points; descriptive only, untested: the published runs are not paired with ours).")
@@ -404,7 +519,7 @@ def _legend(table: Table) -> list[str]:
 
 
 def _main_table(index: Index, task: str, fraction: float, layout: str, baseline: str | None,
-                columns_domains: Sequence[str], refs: References | None, n_boot: int) -> Table:
+                columns_domains: Sequence[str], refs: References | None, how: _Stats) -> Table:
     domains = list(columns_domains)
     columns = [*domains, AVERAGE]
     present = index.methods_at(task, fraction)
@@ -418,8 +533,9 @@ def _main_table(index: Index, task: str, fraction: float, layout: str, baseline:
         rows.append(Row(method, entries, block, _cost([x for c in cells for x in c])))
     suffix = " · Meta-KD layout" if layout == "paper" else ""
     table = Table(f"{task} · fraction {fraction:g} · test accuracy (%){suffix}", "main", layout, task, fraction,
-                  columns, rows, baseline if baseline in present else None, n_boot=n_boot)
-    _finish(table, groups, n_boot)
+                  columns, rows, baseline if baseline in present else None, n_boot=how.n_boot,
+                  rejected=index.rejected)
+    _finish(table, groups, how)
     missing = [d for d in domains if not any(index.seeds(task, fraction, m, d) for m in present)]
     if missing:
         table.notes.append(f"no results for {', '.join(missing)}: those columns and Average are missing")
@@ -433,7 +549,7 @@ def _main_table(index: Index, task: str, fraction: float, layout: str, baseline:
 
 
 def _scarce_table(index: Index, task: str, layout: str, baseline: str | None, domains: Sequence[str],
-                  refs: References | None, n_boot: int) -> Table:
+                  refs: References | None, how: _Stats) -> Table:
     fractions = [f for f in index.fractions(task) if f in index.data.get(task, {})]
     columns = [f"{100 * f:g}%" for f in fractions]
     present = index.methods_at(task)
@@ -445,9 +561,9 @@ def _scarce_table(index: Index, task: str, layout: str, baseline: str | None, do
         rows.append(Row(method, [Entry(_summary(c)) for c in cells], block))
     table = Table(f"{task} · data-scarce study · average test accuracy (%) over {', '.join(domains)} "
                   "by fraction of the target's training data", "scarce", layout, task, None, columns, rows,
-                  baseline if baseline in present else None, n_boot=n_boot)
+                  baseline if baseline in present else None, n_boot=how.n_boot, rejected=index.rejected)
     table.column_fractions = fractions
-    _finish(table, groups, n_boot)
+    _finish(table, groups, how)
     # Comparisons are per fraction; a comparison of two fractions is never made.
     if baseline is not None and table.baseline is None:
         table.notes.append(f"baseline {baseline} was not run here: no significance tests")
@@ -471,13 +587,23 @@ def resolve_baseline(methods: Sequence[str], baseline: str | None) -> str | None
 def build_tables(cells: Iterable[Mapping[str, Any]], layout: str = "default", baseline: str | None = None,
                  references: References | None = None,
                  task_domains: Mapping[str, Sequence[str]] | None = None,
-                 method_order: Sequence[str] = (), n_boot: int = N_BOOT) -> list[Table]:
+                 method_order: Sequence[str] = (), n_boot: int = N_BOOT, *, resample_seed: int = 0,
+                 equivalence_margin: float | None = None, problems: Sequence[str] = ()) -> list[Table]:
     """Every table of a set of cells: per task × fraction a main table, then per task with several
     fractions a data-scarce table. ``task_domains`` gives the paper layout its columns (all of a
-    task's domains, so missing ones show); otherwise the columns are the domains that were run."""
+    task's domains, so missing ones show); otherwise the columns are the domains that were run.
+
+    ``n_boot`` and ``resample_seed`` only matter with 7 or more seeds (see :mod:`kdbench.stats`);
+    ``equivalence_margin`` (points) makes "tied" a TOST equivalence test; ``problems`` (cell files
+    kept out while reading) are shown in every table's legend."""
     if layout not in LAYOUTS:
         raise KDBenchError(f"unknown layout {layout!r} (choose from: {', '.join(LAYOUTS)})")
-    index = Index(cells, method_order)
+    if equivalence_margin is not None and not (math.isfinite(equivalence_margin) and equivalence_margin > 0):
+        raise KDBenchError(f"the equivalence margin must be a positive number of points, got {equivalence_margin}")
+    if isinstance(resample_seed, bool) or not isinstance(resample_seed, int) or resample_seed < 0:
+        raise KDBenchError(f"the resample seed must be a non-negative integer, got {resample_seed}")
+    how = _Stats(n_boot, resample_seed, equivalence_margin)
+    index = Index(cells, method_order, problems)
     base = resolve_baseline(index.methods, baseline)
     out: list[Table] = []
     for task in index.tasks():
@@ -490,28 +616,36 @@ def build_tables(cells: Iterable[Mapping[str, Any]], layout: str = "default", ba
         for fraction in fractions:
             if fraction not in index.data.get(task, {}):
                 out.append(Table(f"{task} · fraction {fraction:g}", "main", layout, task, fraction, [], [], None,
-                                 notes=[f"{index.failed[(task, fraction)]} failed cell(s), none finished"]))
+                                 notes=[f"{index.failed[(task, fraction)]} failed cell(s), none finished"],
+                                 rejected=index.rejected))
                 continue
             cols = domains if layout == "paper" else index.domains(task, fraction)
-            out.append(_main_table(index, task, fraction, layout, base, cols, references, n_boot))
+            out.append(_main_table(index, task, fraction, layout, base, cols, references, how))
         if len([f for f in fractions if f in index.data.get(task, {})]) > 1:
-            out.append(_scarce_table(index, task, layout, base, domains, references, n_boot))
+            out.append(_scarce_table(index, task, layout, base, domains, references, how))
     return out
 
 
 def method_order(results_dir: Path) -> list[str]:
     """The methods of the run's last invocation, in the order given (run.json), if readable."""
-    run = res.read_json(results_dir / "run.json") or {}
-    methods = (run.get("config") or {}).get("methods") or []
-    return [str(m) for m in methods] if isinstance(methods, list) else []
+    run, _ = res.read_regular_json(results_dir / "run.json")
+    config = run.get("config") if isinstance(run, dict) else None
+    methods = config.get("methods") if isinstance(config, dict) else None
+    return [res.clean_name(str(m)) for m in methods] if isinstance(methods, list) else []
 
 
 def build(results_dir: Path, layout: str = "default", baseline: str | None = None,
           references: References | None = None, task_domains: Mapping[str, Sequence[str]] | None = None,
-          n_boot: int = N_BOOT) -> list[Table]:
-    """:func:`build_tables` on the cells of a results directory."""
-    return build_tables(res.load_cells(results_dir), layout, baseline, references, task_domains,
-                        method_order(results_dir), n_boot)
+          n_boot: int = N_BOOT, *, resample_seed: int = 0, equivalence_margin: float | None = None,
+          warn: Callable[[str], None] | None = None) -> list[Table]:
+    """:func:`build_tables` on the cells of a results directory, read as untrusted input
+    (:func:`kdbench.results.scan_cells`); each cell file kept out is passed to ``warn`` (one line)."""
+    cells, problems = res.scan_cells(results_dir)
+    for line in problems:
+        if warn is not None:
+            warn(line)
+    return build_tables(cells, layout, baseline, references, task_domains, method_order(results_dir), n_boot,
+                        resample_seed=resample_seed, equivalence_margin=equivalence_margin, problems=problems)
 
 
 # ------------------------------------------------------------------------------------- figures
@@ -550,6 +684,91 @@ def curves(cells: Iterable[Mapping[str, Any]], method_order: Sequence[str] = ())
     return out
 
 
-def load_curves(results_dir: Path) -> list[Curves]:
-    return curves(res.load_cells(results_dir), method_order(results_dir))
+def load_curves(results_dir: Path, warn: Callable[[str], None] | None = None) -> list[Curves]:
+    """:func:`curves` of a results directory read as untrusted input; problems go to ``warn``."""
+    cells, problems = res.scan_cells(results_dir)
+    for line in problems:
+        if warn is not None:
+            warn(line)
+    return curves(cells, method_order(results_dir))
 
+
+
+# --------------------------------------------------------------------------------------- power
+@dataclass(frozen=True)
+class PowerRow:
+    """How many seeds (or test examples) one primary comparison needs to detect ``effect`` points on the
+    Average with 80% power, at Holm's strictest level for a family of ``family_size``.
+
+    ``example_var`` / ``seed_var``: variance components of one seed's Δ (points², see
+    :func:`kdbench.stats.variance_components`; ``seed_var`` None: one seed, not measurable, so
+    ``seeds`` is a lower bound). ``examples``: test examples per domain needed with the run's seeds
+    (None: more examples alone cannot reach it, the seed variance dominates).
+    """
+
+    task: str
+    fraction: float
+    method: str
+    baseline: str
+    delta: float
+    n_seeds: int
+    n_examples: int
+    family_size: int
+    effect: float
+    example_var: float
+    seed_var: float | None
+    mde_now: float
+    seeds: int
+    examples: int | None
+
+
+def power_rows(cells: Iterable[Mapping[str, Any]], effects: Sequence[float], baseline: str | None = None,
+               method_order: Sequence[str] = (), alpha: float = ALPHA, power: float = 0.8) -> list[PowerRow]:
+    """Per task × fraction × student method: the primary comparison vs the baseline on the Average,
+    and the seeds (or test examples) needed to detect each of ``effects`` points."""
+    from kdbench.stats import paired_outcomes, seeds_needed, variance_components
+
+    if not effects or any(not (math.isfinite(e) and e > 0) for e in effects):
+        raise KDBenchError("--effect must be positive numbers of accuracy points")
+    index = Index(cells, method_order)
+    base = resolve_baseline(index.methods, baseline)
+    out: list[PowerRow] = []
+    if base is None:
+        return out
+    for task in index.tasks():
+        for fraction in sorted(index.data.get(task, {})):
+            domains = index.domains(task, fraction)
+            students = [m for m in index.methods_at(task, fraction) if m != base and not is_teacher(m)]
+            ref = index.average_cells(task, fraction, base, domains)
+            for m in students:
+                cells_m = index.average_cells(task, fraction, m, domains)
+                if not cells_m or not ref:
+                    continue
+                try:
+                    seeds, a, b, _ = paired_outcomes(cells_m, ref)
+                except StatsError as exc:
+                    raise KDBenchError(f"cannot compare {m} with {base} on {task}: {exc}") from None
+                diff = a.astype(int) - b.astype(int)
+                var = variance_components(diff)
+                se_now = math.sqrt(((var.seed or 0.0) + var.example) / len(seeds))
+                per_domain = var.n_examples // max(1, len(domains))
+                for effect in effects:
+                    s_need = seeds_needed(var, effect, len(students), alpha, power)
+                    target = (effect / mde(1.0, len(students), alpha, power)) ** 2 * len(seeds)
+                    room = target - (var.seed or 0.0)
+                    n_need = (math.ceil(var.example * var.n_examples / room / max(1, len(domains)))
+                              if room > 0 else None)
+                    out.append(PowerRow(task, fraction, m, base, 100.0 * float(diff.mean()), len(seeds),
+                                        per_domain, len(students), effect, var.example, var.seed,
+                                        mde(se_now, len(students), alpha, power), s_need, n_need))
+    return out
+
+
+def power(results_dir: Path, effects: Sequence[float], baseline: str | None = None,
+          warn: Callable[[str], None] | None = None) -> list[PowerRow]:
+    """:func:`power_rows` on a results directory read as untrusted input."""
+    cells, problems = res.scan_cells(results_dir)
+    for line in problems:
+        if warn is not None:
+            warn(line)
+    return power_rows(cells, effects, baseline, method_order(results_dir))

@@ -93,3 +93,17 @@ def test_help_imports_neither_torch_nor_matplotlib() -> None:
     code = ("import sys, kdbench.cli as c\ntry:\n c.main(['--help'])\nexcept SystemExit:\n pass\n"
             "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_cli_plot_skips_a_fifo_and_bad_json_with_a_warning(tmp_path: Path, capsys) -> None:
+    import os
+
+    root = tmp_path / "run"
+    for c in small(seeds=1, methods=("student", "kd")):
+        atomic_write_json(root / "cells" / f"{c['domain']}_{c['method']}.json", c)
+    os.mkfifo(root / "cells" / "pipe.json")
+    (root / "cells" / "bad.json").write_text('{"schema": 1, "fraction": [[[[')
+    assert main(["plot", str(root), "-o", str(tmp_path / "fig.png")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[:2] == ["kdbench: warning: cell file kept out: bad.json: is not valid JSON (Expecting value: line 1 "
+                       "column 31 (char 30))", "kdbench: warning: cell file kept out: pipe.json: is not a regular file"]

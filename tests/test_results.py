@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdbench import results as res
 
@@ -57,3 +60,120 @@ def test_load_cells_skips_unreadable_files_and_other_schemas(tmp_path):
     res.atomic_write_json(cells / "old.json", {"schema": res.SCHEMA_VERSION + 1, "status": "ok"})
     (cells / "broken.json").write_text("{")
     assert res.load_cells(tmp_path) == [{"schema": res.SCHEMA_VERSION, "status": "ok"}]
+
+
+# ------------------------------------------------------------- a results directory is untrusted input
+def _good() -> dict:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _resultsets import cell
+
+    return cell("kd", "books", 0, 80)
+
+
+def test_scan_cells_keeps_good_cells_and_names_each_bad_file(tmp_path):
+    cells = res.cells_dir(tmp_path)
+    good = _good()
+    res.atomic_write_json(cells / "good.json", good)
+    (cells / "truncated.json").write_text(json.dumps(good)[:200])
+    (cells / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (cells / "list.json").write_text("[1, 2]")
+    (cells / "latin1.json").write_bytes(b'{"a": "\xe9"}')
+    bad = {
+        "nan_accuracy": ("metrics", {"test_accuracy": float("nan")}),
+        "big_accuracy": ("metrics", {"test_accuracy": 150.0}),
+        "edited_accuracy": ("metrics", {"test_accuracy": 99.0}),
+        "text_fraction": ("fraction", "abc"),
+        "zero_fraction": ("fraction", 0.0),
+        "float_seed": ("seed", 1.5),
+        "bool_seed": ("seed", True),
+        "negative_timing": ("timing", {"student_train_seconds": -3.0}),
+        "list_method": ("method", ["kd"]),
+        "short_preds": ("predictions", {"ids": ["a"], "pred": [1, 0], "gold": [1, 0]}),
+    }
+    for name, (key, value) in bad.items():
+        (cells / f"{name}.json").write_text(json.dumps({**good, key: value}))  # NaN written as a JSON NaN
+    (cells / "subdir.json").mkdir()
+    cells_found, problems = res.scan_cells(tmp_path)
+    assert [c["_file"] for c in cells_found] == ["good.json"]
+    assert cells_found[0]["metrics"]["test_accuracy"] == 80.0
+    by_file = {p.split(":")[0]: p for p in problems}
+    expected = {"truncated.json": "not valid JSON", "deep.json": "not valid JSON", "list.json": "not a JSON object",
+                "latin1.json": "not valid JSON", "nan_accuracy.json": "not a number in [0, 100]",
+                "big_accuracy.json": "not a number in [0, 100]",
+                "edited_accuracy.json": "stored test_accuracy 99.00 disagrees with its predictions (80.00)",
+                "text_fraction.json": "not a number in (0, 1]", "zero_fraction.json": "not a number in (0, 1]",
+                "float_seed.json": "not a non-negative integer", "bool_seed.json": "not a non-negative integer",
+                "negative_timing.json": "not a non-negative number", "list_method.json": "method is not a name",
+                "short_preds.json": "predictions have 2 pred", "subdir.json": "not a regular file"}
+    assert set(by_file) == set(expected)
+    for name, text in expected.items():
+        assert text in by_file[name], by_file[name]
+    assert all("\n" not in p for p in problems)
+
+
+def test_scan_cells_never_opens_a_fifo(tmp_path):
+    cells = res.cells_dir(tmp_path)
+    cells.mkdir(parents=True)
+    os.mkfifo(cells / "pipe.json")  # opening it for reading would block forever without a writer
+    res.atomic_write_json(cells / "good.json", _good())
+    found, problems = res.scan_cells(tmp_path)
+    assert len(found) == 1 and problems == ["pipe.json: is not a regular file"]
+
+
+def test_scan_cells_refuses_symlinks_out_of_the_results_directory(tmp_path):
+    outside = tmp_path / "elsewhere"
+    res.atomic_write_json(outside / "cells" / "good.json", _good())
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "cells").symlink_to(outside / "cells")
+    found, problems = res.scan_cells(run)
+    assert found == [] and "a symlink out of the results directory" in problems[0]
+    (run / "cells").unlink()
+    (run / "cells").mkdir()
+    (run / "cells" / "zero.json").symlink_to("/dev/zero")
+    (run / "cells" / "inside.json").symlink_to(outside / "cells" / "good.json")
+    found, problems = res.scan_cells(run)
+    assert found == [] and len(problems) == 2
+    assert all("symlink out of the results directory" in p for p in problems)
+
+
+def test_names_lose_control_characters(tmp_path):
+    evil = {**_good(), "method": "kd\x1b[31m\u202e\x07", "domain": "bo\x00oks"}
+    (c, problem) = res.check_cell(evil)
+    assert problem is None and c["method"] == "kd[31m" and c["domain"] == "books"
+    assert res.check_cell({**_good(), "method": "\x1b\x07"})[1] == "method is not a name ('\\x1b\\x07')"
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=8),
+                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids, max_size=3),
+                     max_leaves=8)
+_PATHS = [("task",), ("domain",), ("method",), ("fraction",), ("seed",), ("status",), ("split_hash",), ("metrics",),
+          ("metrics", "test_accuracy"), ("predictions",), ("predictions", "ids"), ("predictions", "pred"),
+          ("predictions", "gold"), ("timing",), ("timing", "student_train_seconds"), ("params",),
+          ("params", "model"), ("teachers",), ("schema",)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(_PATHS), _JSON)
+def test_any_damaged_cell_is_kept_out_or_tabled_never_a_traceback(path, value):
+    import copy
+
+    from kdbench.api import KDBenchError
+    from kdbench.tables import build_tables
+
+    good = _good()
+    student = {**copy.deepcopy(good), "method": "student"}
+    damaged = copy.deepcopy(good)
+    target = damaged
+    for key in path[:-1]:
+        target = target[key] if isinstance(target.get(key), dict) else target.setdefault(key, {})
+    target[path[-1]] = value
+    cell, problem = res.check_cell(damaged)
+    assert (cell is None) != (problem is None)
+    try:
+        build_tables([student, damaged])
+    except KDBenchError as exc:  # a refusal (e.g. a damaged split_hash mixing splits) is one line
+        assert "\n" not in str(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -17,14 +18,18 @@ from kdbench.stats import (
     Summary,
     adjust,
     compare,
+    hierarchical_bootstrap,
     holm,
+    lattice_sum_pmf,
     mcnemar,
+    mde,
     paired_bootstrap,
     paired_t,
+    seeds_needed,
     significance_marker,
     summarize,
     tied_with_best,
-    wilcoxon,
+    variance_components,
 )
 
 
@@ -49,16 +54,11 @@ def test_paired_t_matches_formula() -> None:
 
 def test_paired_t_degenerate() -> None:
     assert paired_t([1.0, 2.0], [1.0, 2.0]) == (0.0, 1.0)
+    # identical non-zero per-seed differences: zero variance is degenerate, never p = 0
+    t, p = paired_t([81.0, 82.0, 83.0], [80.0, 81.0, 82.0])
+    assert math.isnan(t) and math.isnan(p)
     with pytest.raises(StatsError):
         paired_t([1.0], [2.0])
-
-
-def test_wilcoxon_matches_scipy_and_handles_zero() -> None:
-    a, b = [1, 2, 3, 4, 5], [1.5, 2.1, 3.9, 4.2, 5.6]
-    stat, p = wilcoxon(a, b)
-    assert stat == 0.0
-    assert p == pytest.approx(2 / 2**5)  # exact: all five differences negative
-    assert wilcoxon([1, 2, 3], [1, 2, 3]) == (0.0, 1.0)
 
 
 # --------------------------------------------------------------------------------------- McNemar
@@ -120,46 +120,125 @@ _A = _RNG.random(400) < 0.80
 _B = _RNG.random(400) < 0.72
 
 
-def test_paired_bootstrap_reproducible_and_sane() -> None:
-    r1 = paired_bootstrap(_A, _B, n_boot=2000, seed=1)
-    r2 = paired_bootstrap(_A, _B, n_boot=2000, seed=1)
-    r3 = paired_bootstrap(_A, _B, n_boot=2000, seed=2)
-    assert r1 == r2
-    assert r1 != r3
-    delta, lo, hi, p = r1
-    assert delta == pytest.approx(100 * (_A.mean() - _B.mean()))
-    assert lo <= delta <= hi
-    assert 1 / 2001 <= p <= 1.0
+def _brute_force(diff: np.ndarray) -> dict[int, float]:
+    """The two-level bootstrap law of the summed difference by enumerating every resample."""
+    s, n = diff.shape
+    law: dict[int, float] = {}
+    for seeds in itertools.product(range(s), repeat=s):
+        for idx in itertools.product(range(n), repeat=n):
+            t = int(diff[list(seeds)][:, list(idx)].sum())
+            law[t] = law.get(t, 0.0) + 1.0 / (s**s * n**n)
+    return law
+
+
+def test_exact_bootstrap_equals_enumeration_one_seed() -> None:
+    d = np.array([[1, 1, 0, 1, 0, -1]])
+    dist = hierarchical_bootstrap(d)
+    law = _brute_force(d)
+    assert dist.pmf == pytest.approx([law.get(int(t), 0.0) for t in dist.support], abs=1e-12)
+    # hand-worked: D = 2, p = P(|T - 2| >= 2) = P(T <= 0) + P(T >= 4)
+    assert dist.observed == 2
+    assert dist.p_two_sided() == pytest.approx(sum(v for t, v in law.items() if abs(t - 2) >= 2), abs=1e-12)
+
+
+def test_exact_bootstrap_equals_enumeration_two_seeds() -> None:
+    d = np.array([[1, 0, -1], [1, 1, 0]])
+    dist = hierarchical_bootstrap(d)
+    law = _brute_force(d)
+    assert dist.pmf == pytest.approx([law.get(int(t), 0.0) for t in dist.support], abs=1e-12)
+    assert dist.scale == pytest.approx(100 / 6)
+
+
+def test_one_seed_law_is_the_trinomial() -> None:
+    # n = 40 examples: 9 won, 4 lost, 27 tied; T = K+ - K- with (K+, K-, K0) ~ Multinomial(40; .225, .1, .675)
+    d = np.array([[1] * 9 + [-1] * 4 + [0] * 27])
+    dist = hierarchical_bootstrap(d)
+    expect = np.zeros(81)
+    for kp in range(41):
+        for km in range(41 - kp):
+            expect[kp - km + 40] += sps.multinomial.pmf([kp, km, 40 - kp - km], 40, [9 / 40, 4 / 40, 27 / 40])
+    assert dist.pmf == pytest.approx(expect, abs=1e-12)
+    # the FFT route (used for large lattices) gives the same law as direct convolution
+    unit = np.array([4 / 40, 27 / 40, 9 / 40])
+    fft_law = lattice_sum_pmf(np.vstack([unit, unit]), 40)[0]
+    assert fft_law == pytest.approx(expect, abs=1e-12)
+
+
+def test_exact_bootstrap_is_the_limit_of_monte_carlo() -> None:
+    delta, lo, hi, p = paired_bootstrap(_A, _B)
+    rng = np.random.default_rng(0)
+    d = (_A.astype(float) - _B.astype(float)) * 100
+    boot = d[rng.integers(0, d.size, size=(20_000, d.size))].mean(axis=1)
+    assert delta == pytest.approx(d.mean())
+    assert p == pytest.approx(np.mean(np.abs(boot - delta) >= abs(delta) - 1e-9), abs=0.01)
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(boot, [0.025, 0.975])), abs=0.5)
+    # deterministic: the seed argument changes nothing without Monte Carlo
+    assert paired_bootstrap(_A, _B, seed=1) == paired_bootstrap(_A, _B, seed=2) == (delta, lo, hi, p)
 
 
 def test_paired_bootstrap_identical_and_clear_difference() -> None:
-    delta, lo, hi, p = paired_bootstrap(_A, _A, n_boot=500)
+    delta, lo, hi, p = paired_bootstrap(_A, _A)
     assert (delta, lo, hi, p) == (0.0, 0.0, 0.0, 1.0)
     a = np.ones(200, dtype=bool)
     b = np.zeros(200, dtype=bool)
     b[:20] = True  # a better on 180 examples, never worse
-    delta, lo, hi, p = paired_bootstrap(a, b, n_boot=1000)
+    delta, lo, hi, p = paired_bootstrap(a, b)
     assert delta == pytest.approx(90.0)
-    assert p == pytest.approx(1 / 1001)  # smoothing floor: no resample reaches |delta*-delta|>=90
-
-
-def test_paired_bootstrap_2d_is_cluster_over_columns() -> None:
-    a2 = np.vstack([_A, _A])
-    b2 = np.vstack([_B, _B])
-    # duplicating a seed adds no information: identical to the 1-D result with the same seed
-    assert paired_bootstrap(a2, b2, n_boot=1000, seed=3) == pytest.approx(
-        paired_bootstrap(_A, _B, n_boot=1000, seed=3))
+    assert p == pytest.approx(0.1**200, abs=1e-15)  # only the all-ties resample reaches |T - D| >= D
     with pytest.raises(StatsError):
         paired_bootstrap(_A, _B[:-1])
 
 
-def test_summarize_one_seed_bootstrap() -> None:
-    s = summarize([100 * _A.mean()], correct=[list(_A)], n_boot=2000, seed=0)
+def test_monte_carlo_over_seed_multisets_reports_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    d = (rng.random((7, 30)) < 0.3).astype(int) - (rng.random((7, 30)) < 0.3).astype(int)
+    mc = hierarchical_bootstrap(d, seed=1, n_draws=200)
+    assert mc.draws >= 200
+    se = mc.p_mc_se(lambda t: np.abs(t - mc.observed) >= abs(mc.observed))
+    assert 0 < se < 0.05
+    assert hierarchical_bootstrap(d, seed=1, n_draws=200).p_two_sided() == mc.p_two_sided()  # reproducible
+    monkeypatch.setattr("kdbench.stats.EXACT_SEED_MULTISETS", 2000)  # 7 seeds: 1,716 multisets
+    exact = hierarchical_bootstrap(d)
+    assert exact.draws == 0
+    assert abs(mc.p_two_sided() - exact.p_two_sided()) < 5 * se
+    # decisions are resolved: p is more than 3 standard errors from 0.05 and 0.01 (or the budget ran out)
+    assert all(abs(mc.p_two_sided() - th) > 3 * se for th in (0.05, 0.01)) or mc.draws >= 8_000
+
+
+def test_tost_equivalence() -> None:
+    d = np.array([[1, -1] * 50 + [0] * 100])  # Δ = 0 on 200 examples
+    dist = hierarchical_bootstrap(d)
+    assert dist.p_tost(15.0) < 0.01  # SE = 5 points: ±15 is 3 SE
+    assert dist.p_tost(0.5) > 0.3  # ±0.5 points cannot be shown with 200 examples
+    t = dist.support
+    # hand: margin 5 points = 10 lattice units; p = max(P(T >= 10), P(T <= -10))
+    assert dist.p_tost(5.0) == pytest.approx(max(dist.pmf[t >= 10].sum(), dist.pmf[t <= -10].sum()), abs=1e-12)
+
+
+def test_mde_and_seeds_needed_hand_computed() -> None:
+    # issue #17: SE 1.18 on the Average gives an MDE of about 3.3 points, 4.9 after Holm over 55
+    assert mde(1.18) == pytest.approx((sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) * 1.18)
+    assert round(mde(1.18), 1) == 3.3
+    assert round(mde(1.18, 55), 1) == 4.9
+    d = np.array([[1] * 30 + [-1] * 25 + [0] * 145])
+    var = variance_components(d)
+    assert var.seed is None and var.n_examples == 200
+    assert var.example == pytest.approx(np.var(d[0]) / 200 * 1e4)
+    z = sps.norm.ppf(1 - 0.05 / 14) + sps.norm.ppf(0.8)
+    assert seeds_needed(var, 1.0, m=7) == math.ceil(var.example / (1.0 / z) ** 2)
+    # seeds: the spread of per-seed Δ beyond example noise
+    two = np.vstack([d, -d])
+    v2 = variance_components(two)
+    assert v2.seed == pytest.approx(max(0.0, np.var([2.5, -2.5], ddof=1) - v2.example))
+
+
+def test_summarize_one_seed_bootstrap_is_exact_binomial() -> None:
+    s = summarize([100 * _A.mean()], correct=[list(_A)])
     assert s.method == "bootstrap" and s.n == 1 and s.sd == 0.0
-    assert s.ci_low <= s.mean <= s.ci_high
-    assert s.ci_high - s.ci_low > 1.0  # points, not fractions
-    assert summarize([100 * _A.mean()], correct=[list(_A)], n_boot=2000, seed=0) == s
-    assert summarize([100 * _A.mean()], correct=[list(_A)], n_boot=2000, seed=5) != s
+    k, n = int(_A.sum()), _A.size
+    assert s.ci_low == pytest.approx(100 * sps.binom.ppf(0.025, n, k / n) / n)
+    assert s.ci_high == pytest.approx(100 * sps.binom.ppf(0.975, n, k / n) / n)
+    assert summarize([100 * _A.mean()], correct=[list(_A)], seed=5) == s  # nothing random
     none = summarize([80.0])
     assert none.method == "none" and math.isnan(none.ci_low)
 
@@ -226,6 +305,15 @@ def test_compare_aligns_by_id_and_pairs_by_seed() -> None:
     assert compare(a[:2], b, n_boot=100).p_seeds is None
 
 
+def test_compare_reports_degenerate_seed_test() -> None:
+    # every seed: the method is right on exactly one more example than the baseline
+    base = [_cell(s, [True] * 5 + [False] * 5, [f"e{i}" for i in range(10)]) for s in (0, 1, 2)]
+    better = [_cell(s, [True] * 6 + [False] * 4, [f"e{i}" for i in range(10)]) for s in (0, 1, 2)]
+    c = compare(better, base)
+    assert c.seeds_degenerate and c.p_seeds is not None and math.isnan(c.p_seeds)
+    assert c.p_examples > 0
+
+
 def test_adjust_and_markers() -> None:
     base = Comparison("m", "b", 1.0, (0.0, 2.0), 0.01, 0.02, None, None, 1, 10)
     comps = [base, Comparison("m2", "b", 1.0, (0.0, 2.0), 0.04, 0.02, None, None, 1, 10)]
@@ -251,3 +339,14 @@ def test_tied_with_best() -> None:
     assert tied_with_best(rows, pvalues={"b": 0.01, "c": 0.2}) == {"a", "c"}
     assert tied_with_best(rows, higher_is_better=False) == {"c"}
     assert tied_with_best({}) == set()
+
+
+def test_tied_with_every_best_row() -> None:
+    rows = {"x": Summary(1, 87.0, 0, 80, 90, "bootstrap"), "y": Summary(1, 87.0, 0, 80, 90, "bootstrap"),
+            "r": Summary(1, 84.0, 0, 78, 88, "bootstrap")}
+    # not different from x, but different from y (same mean): not tied
+    assert tied_with_best(rows, {"r": {"x": 0.3, "y": 0.01}}) == {"x", "y"}
+    assert tied_with_best(rows, {"r": {"x": 0.3, "y": 0.2}}) == {"x", "y", "r"}
+    # equivalence: tied only when the TOST p is small against every best row
+    assert tied_with_best(rows, {"r": {"x": 0.01, "y": 0.02}}, equivalence=True) == {"x", "y", "r"}
+    assert tied_with_best(rows, {"r": {"x": 0.01, "y": 0.2}}, equivalence=True) == {"x", "y"}

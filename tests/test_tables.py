@@ -16,7 +16,7 @@ from kdbench.stats import holm
 from kdbench.tables import AVERAGE, PAPER_STUDENTS, PAPER_TEACHERS, build_tables
 
 ORDER = ["student", "kd", "teacher", "mix"]
-NB = 1000  # bootstrap resamples in these tests: p >= 1/1001, so ** survives Holm over <= 9 tests
+NB = 1000  # Monte-Carlo draws (only used with 7+ seeds; these tests have at most 3)
 EXAMPLE = Path(__file__).resolve().parents[1] / "results" / "reference" / "example.yaml"
 
 
@@ -81,8 +81,20 @@ def test_comparisons_against_baseline_with_holm(main3: tables.Table) -> None:
     comps = [(r.method, col, e.comparison) for r in main3.rows for col, e in zip(main3.columns, r.entries, strict=True)
              if e.comparison is not None]
     assert len(comps) == main3.n_comparisons == 9  # 3 methods x (2 domains + Average)
-    adjusted = holm([c.p_examples for _, _, c in comps])
-    assert [c.p_adjusted for _, _, c in comps] == pytest.approx(adjusted)
+    # three families, Holm within each: students on the Average, students per domain, teacher rows
+    family = {(m, col): entry(main3, m, col).family for m, col, _ in comps}
+    assert family == {("kd", "books"): "secondary", ("kd", "kitchen"): "secondary", ("kd", AVERAGE): "primary",
+                      ("mix", "books"): "secondary", ("mix", "kitchen"): "secondary", ("mix", AVERAGE): "primary",
+                      ("teacher", "books"): "teacher", ("teacher", "kitchen"): "teacher",
+                      ("teacher", AVERAGE): "teacher"}
+    for fam, size in (("primary", 2), ("secondary", 4), ("teacher", 3)):
+        members = [c for m, col, c in comps if family[(m, col)] == fam]
+        assert len(members) == size
+        assert [c.p_adjusted for c in members] == pytest.approx(holm([c.p_examples for c in members]))
+    assert [(f.name, f.size) for f in main3.families] == [("primary", 2), ("secondary", 4), ("teacher", 3)]
+    legend = " ".join(main3.legend)
+    assert "primary: student methods vs student on the Average (m = 2, MDE" in legend
+    assert "two-level bootstrap, seeds then test examples" in legend
     kd_books = entry(main3, "kd", "books")
     assert kd_books.comparison.delta == pytest.approx(10.0)
     assert kd_books.comparison.n_seeds == 3 and kd_books.comparison.n_examples == 100
@@ -121,11 +133,53 @@ def test_baseline_choice() -> None:
 
 
 def test_best_and_tied_with_best(main3: tables.Table) -> None:
-    assert entry(main3, "teacher", "books").best
-    assert not entry(main3, "teacher", "books").tied
-    assert entry(main3, "mix", "books").tied  # 1 point below the best: not significantly different
-    assert not entry(main3, "kd", "books").tied and not entry(main3, "kd", "books").best
-    assert sum(entry(main3, m, "books").best for m in ORDER) == 1
+    # per block: the teacher row is best among teachers, mix among students
+    assert entry(main3, "teacher", "books").best and not entry(main3, "teacher", "books").tied
+    assert entry(main3, "mix", "books").best
+    assert not entry(main3, "kd", "books").tied and not entry(main3, "kd", "books").best  # 9 points below mix
+    assert sum(entry(main3, m, "books").best for m in ORDER) == 2
+
+
+def test_ties_against_every_best_row_and_equivalence() -> None:
+    cells = [c for c in small(seeds=1) if c["method"] in ("student", "kd")]
+    # two rows share the best mean (80 on books). "near" (74) is nested in kd: its 6 discordant pairs all
+    # favour kd (significant), while against kd2 it has 20 + 26 discordant pairs (not significant)
+    cells += [cell("kd2", "books", 0, 80, offset=50), cell("kd2", "kitchen", 0, 71),
+              cell("near", "books", 0, 74), cell("near", "kitchen", 0, 70)]
+
+    def vs(a: str, b: str) -> float:
+        side = [[tables._stat_cell(c) for c in cells if c["method"] == m and c["domain"] == "books"] for m in (a, b)]
+        return tables.compare(side[0], side[1]).p_examples
+
+    assert vs("near", "kd") < 0.05 <= vs("near", "kd2")
+    (t,) = build_tables(cells, method_order=["student", "kd", "kd2", "near"])
+    assert entry(t, "kd", "books").best and entry(t, "kd2", "books").best
+    assert not entry(t, "near", "books").tied  # tested against every best row, not only the first
+    (t2,) = build_tables([c for c in cells if c["method"] != "kd"], method_order=["student", "kd2", "near"])
+    assert entry(t2, "near", "books").tied
+    # equivalence: within ±1 point cannot be shown with 100 examples, within ±30 it can
+    (t1,) = build_tables(cells, method_order=["student", "kd", "kd2", "near"], equivalence_margin=1.0)
+    assert not entry(t1, "near", "books").tied
+    (t30,) = build_tables(cells, method_order=["student", "kd", "kd2", "near"], equivalence_margin=30.0)
+    assert entry(t30, "near", "books").tied
+    assert "TOST" in " ".join(t30.legend)
+    with pytest.raises(KDBenchError, match="equivalence margin"):
+        build_tables(cells, equivalence_margin=-1.0)
+
+
+def test_one_seed_legend_says_training_variance_is_not_counted() -> None:
+    (t,) = build_tables(small(seeds=1), method_order=ORDER)
+    legend = " ".join(t.legend)
+    assert "conditional on that one training run" in legend
+    assert "not \"is this method better?\"" in legend and "training variance is not counted" in legend
+
+
+def test_degenerate_seed_level_test_is_reported(main3: tables.Table) -> None:
+    # mix is 19 points above student on books with every seed: zero variance, not p = 0
+    c = entry(main3, "mix", "books").comparison
+    assert c.seeds_degenerate and math.isnan(c.p_seeds)
+    assert "†" not in entry(main3, "mix", "books").marker
+    assert "degenerate" in " ".join(main3.legend)
 
 
 # ---------------------------------------------------------------------------------- refusals
@@ -150,8 +204,8 @@ def test_duplicate_and_incomplete_cells_refused() -> None:
         build_tables([*cells, dict(cells[0])], n_boot=NB)
     broken = dict(cells[0])
     del broken["predictions"]
-    with pytest.raises(KDBenchError, match="lacks metrics, predictions or split_hash"):
-        build_tables([broken], n_boot=NB)
+    (t,) = build_tables([broken, *cells[1:]], n_boot=NB)  # kept out and named in the legend
+    assert "Kept out (1 cell file(s) unreadable or invalid): a cell: predictions lack" in " ".join(t.legend)
 
 
 def test_bad_layout_refused() -> None:
@@ -297,3 +351,28 @@ def test_build_reads_a_results_directory_in_run_order(tmp_path: Path) -> None:
     assert t.baseline == "student"
     curves = tables.load_curves(root)
     assert [c.task for c in curves] == ["amazon"] and list(curves[0].panels) == ["books", "kitchen", AVERAGE]
+
+
+def test_power_rows_use_the_runs_seed_and_example_variance() -> None:
+    import numpy as np
+
+    from kdbench.stats import mde, seeds_needed, variance_components
+
+    rows = tables.power_rows(small(seeds=3), [1.0], method_order=ORDER)
+    assert [(r.method, r.family_size, r.n_seeds, r.n_examples) for r in rows] == [("kd", 2, 3, 100), ("mix", 2, 3, 100)]
+    kd = rows[0]
+    # by hand: per-seed, per-example differences of kd vs student pooled over both domains
+    cells = small(seeds=3)
+
+    def outcomes(method: str, seed: int) -> list[bool]:
+        out = []
+        for d in ("books", "kitchen"):
+            c = next(x for x in cells if (x["method"], x["domain"], x["seed"]) == (method, d, seed))
+            out += [p == g for p, g in zip(c["predictions"]["pred"], c["predictions"]["gold"], strict=True)]
+        return out
+
+    diff = np.array([np.array(outcomes("kd", s), int) - np.array(outcomes("student", s), int) for s in range(3)])
+    var = variance_components(diff)
+    assert kd.seed_var == pytest.approx(var.seed) and kd.example_var == pytest.approx(var.example)
+    assert kd.seeds == seeds_needed(var, 1.0, m=2)
+    assert kd.mde_now == pytest.approx(mde(math.sqrt((var.seed + var.example) / 3), 2))
