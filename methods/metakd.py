@@ -54,9 +54,9 @@ The transferable-knowledge term (option ``tkd_form``):
   with ``mse_normalisation="padded"`` (the batch padded to ``max_len``) kdbench averages the padding
   in too.
 
-Magnitude: at the start of stage 1 on the ``cpu`` profile the term was about 0.005 against an
-attention term of ~25 and a hidden term of ~0.9 (measured for issue #15; the branch outputs of a
-freshly initialised student branch are near 0, so the term is about ``mean(g_T²)``). It is small,
+Magnitude: issue #15 reports that at the start of stage 1 on the ``cpu`` profile the term was about
+0.005 against an attention term of ~25 and a hidden term of ~0.9 (a freshly initialised student
+branch outputs values near 0, so the term starts at about ``mean(g_T²)``). It is small,
 not off: its gradient reaches the student encoder through the branch's mean pooling
 (``tests/methods/test_metakd.py`` checks that). Whether the official pre-tanh features give a
 larger term was not measured here; ``tkd_form="official"`` is the setting to measure it with.
