@@ -50,8 +50,9 @@ def official_reviews(path: Path) -> list[str]:
     between are concatenated *without* a separator onto an initial single space, each without its
     final character (the newline); a line of length <= 1 appends the previous line's text again;
     a line starting with a tab loses the tab and one more final character; tabs become spaces. The
-    official script reads strict UTF-8; the dvd files hold bytes that are not UTF-8, so here they
-    are replaced (U+FFFD), which changes no line boundary. (The official function also carries the
+    official script reads strict UTF-8 (the copy in ``../shared/data`` decodes strictly); undecodable
+    bytes are replaced here (U+FFFD) so that another copy still parses, which changes no line
+    boundary. (The official function also carries the
     "previous line" from the positive file into the negative one; here each file starts afresh. Both
     touch only texts, never the count or order of reviews.)
     """
