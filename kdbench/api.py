@@ -113,6 +113,19 @@ class TrainConfig:
     warmup: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
+    #: "linear": warmup over ``warmup`` of the steps, then linear decay to 0
+    #: (``transformers.get_linear_schedule_with_warmup``); "constant": ``lr`` at every step, no
+    #: warmup (official TinyBERT / Meta-KD stage 1: ``BertAdam(schedule='none')``)
+    schedule: str = "linear"
+    #: 0: dev-based checkpoint selection once per epoch; N > 0: every N optimiser steps and at the last
+    #: step (official TinyBERT / Meta-KD ``--eval_step 50``)
+    eval_every: int = 0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("linear", "constant"):
+            raise ValueError(f"schedule={self.schedule!r}: expected 'linear' or 'constant'")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every={self.eval_every} must be >= 0")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

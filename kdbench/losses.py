@@ -31,7 +31,10 @@ Sources read for this module (for understanding only; nothing is copied):
   ``TinyBERT/task_distill.py`` and ``TinyBERT/transformer/modeling.py``.
 * Meta-KD, Pan et al. ACL 2021; alibaba/EasyNLP ``easynlp/distillation/distill_metakd_application.py``,
   ``easynlp/utils/losses.py``, ``examples/knowledge_distillation/metakd/{extract_embeddings,
-  generate_meta_weights}.py``; and the project's ``design/methods-reference.md``.
+  generate_meta_weights}.py``; alibaba/EasyTransfer ``scripts/metaKD/meta_distill.py`` (at 05d2b48).
+
+Where kdbench's default differs from the official code, the official form is an option; the README's
+"Fidelity to the official code" table lists every such point.
 """
 
 from __future__ import annotations
@@ -48,10 +51,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "attention_mse",
+    "attention_mse_padded",
     "cross_entropy_per_example",
     "domain_corruption_loss",
     "expertise_weights",
     "hidden_mse",
+    "hidden_mse_padded",
     "hinton_kd_loss",
     "kd_kl_per_example",
     "masked_mean_pool",
@@ -140,7 +145,7 @@ def hinton_kd_loss(
     classes, mean over the batch) and CE is the mean hard-label cross-entropy at T = 1. α = 0 is plain
     fine-tuning; α = 1 is pure soft-target training.
 
-    Source note: this is the form in ``design/methods-reference.md`` and EasyNLP's ``vanilla_loss``.
+    Source note: this is Hinton et al.'s form (KL summed over classes) and EasyNLP's ``vanilla_loss``.
     The official BERT-PKD code (``src/KD_loss.py::distillation_loss``) instead uses
     ``nn.KLDivLoss(reduction='mean')``, i.e. it divides the summed KL by B·C rather than B: its KD term
     is this one divided by the number of classes C. A PKD method that wants to reproduce the PKD
@@ -158,16 +163,15 @@ def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, temperatu
 
     ``l_i = −Σ_c softmax(t_i/T)_c · log_softmax(s_i/T)_c``
 
-    Returns the ``(B,)`` per-example vector; ``.mean()`` is EasyNLP's
-    ``(−p·log q).sum(-1).mean()``, the Meta-KD form in ``design/methods-reference.md``.
+    Returns the ``(B,)`` per-example vector; ``.mean()`` is the cross-entropy averaged over the batch.
 
     No T² factor, deliberately: neither official code multiplies by T² (TinyBERT uses T = 1, where it
     makes no difference; Meta-KD's original used T = 1 and EasyNLP T = 2 without T²).
 
-    Reduction note: the official TinyBERT ``task_distill.py`` averages over ALL B·C elements
-    (``(−p·log q).mean()``), i.e. its loss is this one divided by the number of classes C. Summing over
-    classes is the actual cross-entropy and is what Meta-KD's code does; a TinyBERT run that wants the
-    exact official scale should divide by C (equivalently scale its learning rate).
+    Reduction note: the official TinyBERT ``task_distill.py`` and Meta-KD's (EasyTransfer
+    ``scripts/metaKD/task_distill.py``, the stage 2 of ``run_meta_distill.sh``) average over ALL B·C
+    elements (``(−p·log q).mean()``), i.e. their loss is this one divided by the number of classes C.
+    The two-stage methods' option ``soft_ce_reduction="mean"`` divides by C to reproduce that scale.
     """
     _check_logits_pair(student_logits, teacher_logits)
     _check_temperature(temperature)
@@ -303,6 +307,7 @@ def hidden_mse(
     pads dynamically (to the longest sequence of the batch), so averaging padding in would make an
     example's loss depend on which other examples share its batch. Averaging over that example's real
     tokens (and H) makes the value batch-independent. An example with no real token gets loss 0.
+    The official form is :func:`hidden_mse_padded` (option ``mse_normalisation="padded"``).
     """
     if student_h.dim() != 3 or teacher_h.dim() != 3 or student_h.shape[:2] != teacher_h.shape[:2]:
         raise ValueError(
@@ -336,8 +341,8 @@ def attention_mse(student_scores: Tensor, teacher_scores: Tensor, attention_mask
     ``M_{i,q,k} = m_{i,q} · m_{i,k}``, ``n_i = Σ_t m_{i,t}``.
 
     Inputs are ``(B, heads, T, T)`` RAW pre-softmax scores ``q·kᵀ/√d``, not probabilities (WHY: that is
-    what TinyBERT's official code distils; using softmax probabilities is one of the EasyNLP
-    re-implementation defects listed in ``design/methods-reference.md``). Student and teacher must
+    what TinyBERT's official code distils, huawei-noah/Pretrained-Language-Model
+    ``TinyBERT/task_distill.py``; EasyNLP's ``output_attentions`` would give softmax probabilities). Student and teacher must
     have the same number of heads (TinyBERT matches heads one to one). Returns the ``(B,)`` vector.
 
     Masking: entries whose query OR key is padding are set to 0 in BOTH tensors before the squared
@@ -348,7 +353,8 @@ def attention_mse(student_scores: Tensor, teacher_scores: Tensor, attention_mask
     columns included. We also drop padded query rows and average over real pairs only, for the same
     reason as :func:`hidden_mse`: with dynamic padding the official average would depend on the
     batch's padding length. Scores that already carry an additive mask are handled too, since
-    every masked entry is zeroed from ``attention_mask`` regardless of its value.
+    every masked entry is zeroed from ``attention_mask`` regardless of its value. The official form
+    is :func:`attention_mse_padded` (option ``mse_normalisation="padded"``).
     """
     if student_scores.shape != teacher_scores.shape or student_scores.dim() != 4:
         raise ValueError(
@@ -366,6 +372,41 @@ def attention_mse(student_scores: Tensor, teacher_scores: Tensor, attention_mask
     n_real = mask.sum(dim=-1)
     denom = (heads * n_real * n_real).clamp_min(1.0)
     return (s - tt).pow(2).sum(dim=(1, 2, 3)) / denom
+
+
+def hidden_mse_padded(student_h: Tensor, teacher_h: Tensor) -> Tensor:
+    """The official hidden-state MSE per example on inputs padded to ``max_len``: ``(B,)``.
+
+    ``l_i = mean_{t, h} (s_{i,t,h} − t_{i,t,h})²`` over EVERY position of the padded tensor, padding
+    included (huawei-noah/Pretrained-Language-Model ``TinyBERT/task_distill.py``: ``MSELoss()`` on
+    ``(B, 128, H)``; EasyTransfer ``scripts/metaKD/meta_distill.py``: ``MSELoss(reduction='none')``
+    then ``.mean(-1).mean(-1)`` per example). ``.mean()`` over the batch is TinyBERT's value. The
+    student states must already be projected to the teacher's width. Only meaningful when every batch
+    is padded to the same fixed length (the option ``mse_normalisation="padded"`` does that).
+    """
+    if student_h.shape != teacher_h.shape or student_h.dim() != 3:
+        raise ValueError(f"hidden states must both be (B, T, H); got {tuple(student_h.shape)} and "
+                         f"{tuple(teacher_h.shape)}")
+    return (student_h - teacher_h.to(student_h.dtype)).pow(2).mean(dim=(1, 2))
+
+
+def attention_mse_padded(student_scores: Tensor, teacher_scores: Tensor, attention_mask: Tensor) -> Tensor:
+    """The official attention-score MSE per example on inputs padded to ``max_len``: ``(B,)``.
+
+    ``l_i = Σ_{h,q,k} m_{i,k} (A^S − A^T)²_{i,h,q,k} / (heads · T²)``: padded KEY columns are zeroed
+    in both tensors (the official code zeroes every score ``<= −1e2``, i.e. those carrying the −10000
+    mask), padded QUERY rows are kept, and the sum is divided by all ``heads·T²`` entries
+    (``TinyBERT/task_distill.py``; EasyTransfer ``scripts/metaKD/meta_distill.py``). kdbench's scores
+    carry no additive mask, so the key columns are zeroed from ``attention_mask``; the official code
+    would also zero a real score below −100, which does not occur in practice.
+    """
+    if student_scores.shape != teacher_scores.shape or student_scores.dim() != 4:
+        raise ValueError(f"attention scores must both be (B, heads, T, T); got {tuple(student_scores.shape)} "
+                         f"and {tuple(teacher_scores.shape)}")
+    b, heads, t, _ = student_scores.shape
+    keys = _mask_or_ones(attention_mask, b, t, student_scores)[:, None, None, :]  # (B, 1, 1, T)
+    diff = (student_scores - teacher_scores.to(student_scores.dtype)) * keys
+    return diff.pow(2).sum(dim=(1, 2, 3)) / (heads * t * t)
 
 
 # ------------------------------------------------------------------------------------------ Meta-KD
@@ -501,7 +542,7 @@ def meta_teacher_loss(
     ``ce_terms`` are :func:`cross_entropy_per_example` values, ``domain_terms`` the
     :func:`domain_corruption_loss` values and ``prototype_scores`` the t_i (all ``(B,)``); γ1 = 0.5 in
     the paper. Weighting per example before the mean follows EasyNLP's
-    ``torch.mean(per_instance_loss * sample_weights)`` and ``design/methods-reference.md``.
+    ``torch.mean(per_instance_loss * sample_weights)`` (``easynlp/distillation/distill_metakd_application.py``).
     """
     batch = ce_terms.shape[0]
     for name, value in (
@@ -519,6 +560,8 @@ def meta_distill_stage1_loss(
     tkd_terms: Tensor,
     weights: Tensor,
     gamma2: float,
+    *,
+    tkd_batch_mean: bool = False,
 ) -> Tensor:
     """Meta-distillation stage-1 batch loss, a SCALAR: ``mean_i λ_i · (hid_i + att_i + γ2 · tkd_i)``.
 
@@ -530,6 +573,12 @@ def meta_distill_stage1_loss(
     The weights are applied PER EXAMPLE before averaging. EasyNLP's re-implementation computes each
     MSE with ``reduction='mean'`` (already a batch scalar) and then multiplies by λ, which yields
     ``mean(λ) · (batch losses)``: the per-example expertise weighting, the point of Meta-KD, is lost.
+
+    ``tkd_batch_mean=True`` reproduces how BOTH official codes weight the transferable-knowledge term:
+    ``mean_i λ_i·(hid_i + att_i) + γ2 · mean(λ) · mean(tkd)``. EasyTransfer
+    ``scripts/metaKD/meta_distill.py`` reduces its ``(B, H)`` domain MSE with ``.mean(-1).mean(-1)``
+    to a batch scalar before multiplying by the per-example weights (its hidden and attention terms
+    stay per example); EasyNLP ``distill_metakd_application.py`` does the same.
     """
     batch = weights.shape[0]
     for name, value in (
@@ -539,4 +588,6 @@ def meta_distill_stage1_loss(
         ("weights", weights),
     ):
         _check_per_example(name, value, batch)
+    if tkd_batch_mean:
+        return (weights * (hidden_terms + att_terms)).mean() + gamma2 * weights.mean() * tkd_terms.mean()
     return (weights * (hidden_terms + att_terms + gamma2 * tkd_terms)).mean()

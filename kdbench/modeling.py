@@ -2,7 +2,8 @@
 
 Models are loaded from HF hub ids through ``AutoModelForSequenceClassification`` (so the standard
 HF cache and ``HF_HUB_OFFLINE=1`` work offline), or built from a ``tiny:L<layers>-H<hidden>-A<heads>``
-spec with random weights for tests.
+spec (optionally ``-I<intermediate size>``, default 4·hidden) with random weights for tests, e.g.
+``tiny:L4-H312-A12-I1200``, the shape of General TinyBERT 4L-312D.
 
 :class:`KDModel` exposes what distillation needs in one forward pass: logits, all hidden states
 (index 0 = embeddings) and, on request, the *pre-softmax* attention scores. The scores are rebuilt
@@ -29,7 +30,11 @@ if TYPE_CHECKING:
 
     from kdbench.config import Profile
 
-TINY_SPEC = re.compile(r"^tiny:L(\d+)-H(\d+)-A(\d+)$")
+TINY_SPEC = re.compile(r"^tiny:L(\d+)-H(\d+)-A(\d+)(?:-I(\d+))?$")
+#: what a classification head reads: BERT's ``classifier(dropout(pooled))`` (kdbench's default, what a
+#: Hugging Face ``AutoModelForSequenceClassification`` computes) or the official TinyBERT / Meta-KD
+#: student's ``classifier(relu(pooled))`` without dropout
+HEAD_INPUTS = ("dropout", "relu")
 
 
 @dataclass
@@ -61,6 +66,7 @@ class KDModel(nn.Module):
             self.heads[name] = head
         self._scores: list[torch.Tensor] | None = None
         self._hooks_installed = False
+        self.head_input_kind = "dropout"  # see set_head_input
 
     @property
     def num_layers(self) -> int:
@@ -106,8 +112,22 @@ class KDModel(nn.Module):
             self._scores = None
         return out, scores
 
+    def set_head_input(self, kind: str) -> None:
+        """``"dropout"`` (default, as BERT) or ``"relu"`` (official TinyBERT / Meta-KD student).
+
+        huawei-noah/Pretrained-Language-Model ``TinyBERT/transformer/modeling.py``
+        (``TinyBertForSequenceClassification``) and EasyTransfer ``scripts/metaKD/transformer/modeling.py``
+        (``MetaStudentForSequenceClassification``) compute ``classifier(relu(pooled))``. A model
+        exported as a plain Hugging Face model reproduces only the default.
+        """
+        if kind not in HEAD_INPUTS:
+            raise ValueError(f"head input {kind!r}: expected one of {', '.join(HEAD_INPUTS)}")
+        self.head_input_kind = kind
+
     def head_input(self, pooled: torch.Tensor) -> torch.Tensor:
-        """What the classification heads read: dropout of the pooled output, as in BERT."""
+        """What the classification heads read: dropout of the pooled output, as in BERT (or relu)."""
+        if self.head_input_kind == "relu":
+            return torch.relu(pooled)
         return self.dropout(pooled)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -126,6 +146,7 @@ TINY_MAX_LAYERS, TINY_MAX_HIDDEN = 48, 4096
 
 
 def parse_tiny(spec: str) -> tuple[int, int, int] | None:
+    """``(layers, hidden, heads)`` of a ``tiny:`` spec, else None (see :func:`tiny_intermediate`)."""
     m = TINY_SPEC.match(spec)
     return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
 
@@ -140,7 +161,7 @@ def check_spec_syntax(spec: str, role: str = "model") -> str:
     shown = " ".join(repr(spec).split())[:60]
     if tiny is None:
         raise KDBenchError(f"{role} {shown}: a tiny model is written tiny:L<layers>-H<hidden>-A<heads>, "
-                           "e.g. tiny:L2-H32-A2")
+                           "e.g. tiny:L2-H32-A2 (optionally -I<intermediate size>)")
     layers, hidden, heads = tiny
     if not 1 <= layers <= TINY_MAX_LAYERS:
         raise KDBenchError(f"{role} {spec}: {layers} layers; use 1 to {TINY_MAX_LAYERS}")
@@ -177,6 +198,14 @@ def check_model_available(spec: str, role: str) -> None:
                            "cache that holds it and HF_HUB_OFFLINE=1") from None
 
 
+def tiny_intermediate(spec: str) -> int | None:
+    """The feed-forward width of a ``tiny:`` spec: its ``-I`` part, else 4·hidden; None if not tiny."""
+    m = TINY_SPEC.match(spec)
+    if m is None:
+        return None
+    return int(m.group(4)) if m.group(4) else 4 * int(m.group(2))
+
+
 def load_model(spec: str, num_labels: int, heads: Sequence[str] = ("main",), *,
                profile: Profile, role: str, vocab_size: int | None = None,
                model_cls: type[KDModel] | None = None, **model_kwargs: Any) -> KDModel:
@@ -193,7 +222,7 @@ def load_model(spec: str, num_labels: int, heads: Sequence[str] = ("main",), *,
         if vocab_size is None:
             raise KDBenchError(f"{role} {spec!r}: a tiny model needs the tokenizer's vocabulary size")
         config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                            num_attention_heads=n_heads, intermediate_size=4 * hidden,
+                            num_attention_heads=n_heads, intermediate_size=tiny_intermediate(spec) or 4 * hidden,
                             max_position_embeddings=max(512, profile.max_len), num_labels=num_labels,
                             hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)  # type: ignore[call-arg]
         config._attn_implementation = "sdpa"

@@ -95,10 +95,15 @@ def train(model: KDModel, train_data: Encoded, loss_fn: Callable[[dict[str, torc
     ``params`` (default: all of the model's) lets a loss own extra trainable modules, such as the
     projection that maps student hidden states to the teacher's width.
 
-    Checkpoint selection, once per epoch, keeps the epoch with the highest score: ``score_fn(model)``
-    when given (e.g. a multi-head model scored with each example's own head), else the accuracy on
-    ``dev_data`` with ``head``. With neither (``dev_data=None``), nothing is selected and the last
-    epoch's weights are returned (e.g. TinyBERT's stage 1, which has no classifier signal).
+    Checkpoint selection keeps the checkpoint with the highest score: ``score_fn(model)`` when given
+    (e.g. a multi-head model scored with each example's own head), else the accuracy on ``dev_data``
+    with ``head``. It runs once per epoch, or every ``cfg.eval_every`` optimiser steps and at the last
+    step when that is set (the official TinyBERT / Meta-KD code evaluates every 50 steps); ties keep
+    the earlier checkpoint. With neither (``dev_data=None``), nothing is selected and the last weights
+    are returned (e.g. TinyBERT's stage 1, which has no classifier signal).
+
+    Schedule (``cfg.schedule``): Hugging Face's ``get_linear_schedule_with_warmup`` (lr ``s/warmup·lr``
+    at step s during warmup, then linear decay to 0 at the last step), or ``get_constant_schedule``.
     """
     model.to(device).train()
     if compile:
@@ -114,11 +119,26 @@ def train(model: KDModel, train_data: Encoded, loss_fn: Callable[[dict[str, torc
     no_decay = [p for p in params if p.requires_grad and p.ndim < 2]
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    warmup = int(cfg.warmup * total)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    sched = lr_schedule(optim, cfg, total)
+    selecting = score_fn is not None or (dev_data is not None and len(dev_data) > 0)
+    best_acc, best_state, best_epoch, best_step = -1.0, None, -1, -1
 
-    best_acc, best_state, best_epoch = -1.0, None, -1
+    def select(epoch: int) -> None:
+        """Score the current weights on dev; keep them if they beat the best so far."""
+        nonlocal best_acc, best_state, best_epoch, best_step
+        if score_fn is not None:
+            acc = score_fn(model)
+        else:
+            assert dev_data is not None
+            acc = accuracy(predict(model, dev_data, head, device, precision, eval_batch_size), dev_data.labels)
+        model.train()
+        if progress:  # one dev evaluation: for the kdbench_dev_eval hook
+            progress(step=step, total=total, epoch=epoch, loss=logged[-1] if logged else math.nan,
+                     stage=stage, lr=optim.param_groups[0]["lr"], dev_accuracy=acc)
+        if acc > best_acc:
+            best_acc, best_epoch, best_step = acc, epoch, step
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
     logged: list[float] = []
     pending: list[torch.Tensor] = []  # losses not yet synced to the host
     step = 0
@@ -141,27 +161,36 @@ def train(model: KDModel, train_data: Encoded, loss_fn: Callable[[dict[str, torc
                 if progress:
                     progress(step=step, total=total, epoch=epoch + 1, loss=logged[-1], stage=stage,
                              lr=optim.param_groups[0]["lr"])
+            if selecting and cfg.eval_every and (step % cfg.eval_every == 0 or step == total):
+                select(epoch + 1)
         if pending:
             logged.append(_sync(pending, step))
-        # Checkpoint selection on dev accuracy, once per epoch (test is evaluated once, at the end).
-        if score_fn is not None or (dev_data is not None and len(dev_data)):
-            if score_fn is not None:
-                acc = score_fn(model)
-            else:
-                assert dev_data is not None
-                acc = accuracy(predict(model, dev_data, head, device, precision, eval_batch_size),
-                               dev_data.labels)
-            if progress:  # one dev evaluation (per epoch): for the kdbench_dev_eval hook
-                progress(step=step, total=total, epoch=epoch + 1, loss=logged[-1] if logged else math.nan,
-                         stage=stage, lr=optim.param_groups[0]["lr"], dev_accuracy=acc)
-            if acc > best_acc:
-                best_acc, best_epoch = acc, epoch + 1
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        # Checkpoint selection on dev accuracy, once per epoch unless eval_every is set (test is
+        # evaluated once, at the end).
+        if selecting and not cfg.eval_every:
+            select(epoch + 1)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return FitResult(model=model, head=head, losses=logged,
-                     info={"stage": stage, "steps": step, "best_dev": best_acc, "best_epoch": best_epoch})
+                     info={"stage": stage, "steps": step, "best_dev": best_acc, "best_epoch": best_epoch,
+                           "best_step": best_step})
+
+
+def lr_schedule(optim: torch.optim.Optimizer, cfg: TrainConfig, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate schedule of ``cfg`` over ``total`` optimiser steps (Hugging Face's functions).
+
+    ``linear``: ``get_linear_schedule_with_warmup`` with ``int(cfg.warmup · total)`` warmup steps; its
+    first step runs at lr 0 (``s / warmup`` at step s), as the official code's ``BertAdam`` warmup does.
+    ``constant``: ``get_constant_schedule``, no warmup and no decay (official TinyBERT / Meta-KD
+    stage 1, huawei-noah/Pretrained-Language-Model ``TinyBERT/task_distill.py``: ``schedule='none'``
+    unless ``--pred_distill``).
+    """
+    from transformers import get_constant_schedule, get_linear_schedule_with_warmup
+
+    if cfg.schedule == "constant":
+        return get_constant_schedule(optim)
+    return get_linear_schedule_with_warmup(optim, int(cfg.warmup * total), total)
 
 
 def _sync(pending: list[torch.Tensor], step: int) -> float:

@@ -1,7 +1,11 @@
 """``metakd``: Meta-KD (Pan et al., ACL 2021), as the paper's official code implements it.
 
 Registers the teacher kind ``meta`` (and its ablation variants), the method ``metakd`` and the row
-``teacher:meta``. See ``design/methods-reference.md`` for the sources.
+``teacher:meta``. Sources: the paper; alibaba/EasyTransfer ``scripts/metaKD/`` at 05d2b48
+(``meta_teacher.py``, ``meta_distill.py``, ``transformer/modeling.py``, the official code); alibaba/EasyNLP
+``easynlp/distillation/distill_metakd_application.py`` and ``examples/knowledge_distillation/metakd/``.
+Where kdbench's default differs from them, an option restores the official behaviour and the
+``paper`` profile sets it: see the README's "Fidelity to the official code" table.
 
 1. **Prototype scores** (:func:`prototype_table`). Every train example of every domain is embedded
    with the frozen PRETRAINED teacher encoder (a freshly loaded teacher, not the fine-tuned one):
@@ -27,16 +31,35 @@ Registers the teacher kind ``meta`` (and its ablation variants), the method ``me
    the best dev epoch is kept.
 
 The student's domain branch g_S. The official code gives the student the same domain-branch
-structure as the teacher (EasyNLP's ``MetaStudentForSequenceClassification``: its own domain
-embedding and dense layer, at the student's width) and compares ``fit_dense(g_S)`` with the
-teacher's branch. Here the student gets a :class:`DomainBranch` of its own width (embedding of every
-domain + W_S, BERT-initialised), computed exactly like the teacher's ``g`` (tanh included, no
-dropout), trained in stage 1 together with the student and W_h, and discarded afterwards: the
-deployed student is the same plain :class:`~kdbench.modeling.KDModel` every other method produces
-(standard ``classifier(dropout(pooled))`` head), so parameter counts and inference cost stay
-comparable. EasyNLP drops the tanh on the student side and also passes the TEACHER's branch through
-a freshly initialised 768×768 ``fit_dense``; we follow the paper's formula (W_h on the student side
-only) instead.
+structure as the teacher (``MetaStudentForSequenceClassification``: its own domain embedding and
+dense layer, at the student's width) and compares ``fit_dense(g_S)`` with the teacher's branch.
+Here the student gets a :class:`DomainBranch` of its own width (embedding of every domain + W_S,
+BERT-initialised), trained in stage 1 together with the student and W_h, and discarded afterwards:
+the deployed student is the same plain :class:`~kdbench.modeling.KDModel` every other method produces,
+so parameter counts and inference cost stay comparable.
+
+The transferable-knowledge term (option ``tkd_form``):
+
+* ``"paper"`` (default): the paper's formula, ``MSE(W_h·g_S(x), g_T(x))`` with g as defined above,
+  tanh included on both sides, weighted per example by λ_i like the other terms.
+* ``"official"``: what both official codes compute. They compare the branch outputs BEFORE the tanh
+  on BOTH sides: EasyTransfer ``meta_distill.py`` loads the meta-teacher as a
+  ``MetaStudentForSequenceClassification``, whose ``forward`` returns
+  ``corrupt_dense(domain_embedding + mean(H_last[:, 1:]))`` without tanh, and the student's
+  ``fit_dense`` of the same; EasyNLP ``distill_metakd_application.py`` does the same and also passes
+  the TEACHER's output through the teacher model's own, freshly initialised ``fit_dense`` (kdbench
+  does not reproduce that random map). Both reduce the term to a batch scalar before weighting, so
+  it is weighted by the batch mean of λ (:func:`kdbench.losses.meta_distill_stage1_loss`,
+  ``tkd_batch_mean``). Their mean over ``H_last[:, 1:]`` includes the padding of the 128-token input:
+  with ``mse_normalisation="padded"`` (the batch padded to ``max_len``) kdbench averages the padding
+  in too.
+
+Magnitude: issue #15 reports that at the start of stage 1 on the ``cpu`` profile the term was about
+0.005 against an attention term of ~25 and a hidden term of ~0.9 (a freshly initialised student
+branch outputs values near 0, so the term starts at about ``mean(g_T²)``). It is small,
+not off: its gradient reaches the student encoder through the branch's mean pooling
+(``tests/methods/test_metakd.py`` checks that). Whether the official pre-tanh features give a
+larger term was not measured here; ``tkd_form="official"`` is the setting to measure it with.
 
 Ablations (method options, ``--set metakd.KEY=VALUE``):
 
@@ -80,7 +103,16 @@ from kdbench.results import config_hash
 from kdbench.trainer import INPUTS, forward, train_teacher
 from kdbench_methods.mix import pooled
 from kdbench_methods.teacher import TeacherRow
-from kdbench_methods.tinybert import LayerDistiller, TinyBERTConfig, combine, run_stage1, run_stage2
+from kdbench_methods.tinybert import (
+    LayerDistiller,
+    TinyBERTConfig,
+    combine,
+    distiller_for,
+    pad_to,
+    run_stage1,
+    run_stage2,
+    stage1_batch,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -107,7 +139,8 @@ class DomainBranch(nn.Module):
     """Meta-KD's domain feature ``g(x) = tanh(W·(E_D[d] + meanpool(H_last[:, 1:])))``, shape ``(B, H)``.
 
     The mean runs over the real tokens after [CLS] (kdbench pads dynamically; the original pads to a
-    fixed length and averages the padding in).
+    fixed length and averages the padding in: ``include_padding=True``). ``activation=False`` returns
+    the value before the tanh (what the official distillation compares).
     """
 
     def __init__(self, hidden: int, n_domains: int, init_std: float = 0.02) -> None:
@@ -116,10 +149,11 @@ class DomainBranch(nn.Module):
         self.dense = nn.Linear(hidden, hidden)
         _bert_init(self, init_std)
 
-    def forward(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor,
-                domain_ids: torch.Tensor) -> torch.Tensor:
-        content = masked_mean_pool(last_hidden, attention_mask, skip_cls=True)
-        return torch.tanh(self.dense(self.embedding(domain_ids) + content))
+    def forward(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor, domain_ids: torch.Tensor,
+                *, activation: bool = True, include_padding: bool = False) -> torch.Tensor:
+        content = masked_mean_pool(last_hidden, attention_mask, skip_cls=True, include_padding=include_padding)
+        pre = self.dense(self.embedding(domain_ids) + content)
+        return torch.tanh(pre) if activation else pre
 
 
 class MetaTeacherModel(KDModel):
@@ -139,23 +173,15 @@ class MetaTeacherModel(KDModel):
         return torch.relu(pooled)
 
     def domain_features(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor,
-                        domain_ids: torch.Tensor) -> torch.Tensor:
-        """g_T(x), ``(B, H)``."""
-        return self.domain_branch(last_hidden, attention_mask, domain_ids)
+                        domain_ids: torch.Tensor, **kw: bool) -> torch.Tensor:
+        """g_T(x), ``(B, H)`` (``kw``: see :meth:`DomainBranch.forward`)."""
+        return self.domain_branch(last_hidden, attention_mask, domain_ids, **kw)
 
     def domain_logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.domain_classifier(self.domain_dropout(features))
 
 
 # ------------------------------------------------------------------------------ prototype scores
-def pad_to(batch: dict[str, torch.Tensor], length: int) -> dict[str, torch.Tensor]:
-    """Pad a collated batch's token tensors on the right to ``length`` (pad id 0, mask 0)."""
-    out = dict(batch)
-    for k in INPUTS:
-        x = batch[k]
-        out[k] = torch.nn.functional.pad(x, (0, max(0, length - x.shape[1])), value=0)
-    return out
-
 
 _PROTOTYPES: OrderedDict[str, dict[tuple[str, str], float]] = OrderedDict()
 _PROTOTYPES_KEEP = 4
@@ -306,6 +332,7 @@ class MetaKDConfig(TinyBERTConfig):
     """Stage settings as ``tinybert`` (official: 10 epochs at 5e-5, then 3 at 3e-5, T = 1)."""
 
     gamma2: float = 0.5  # weight of the transferable-knowledge (domain-branch) term
+    tkd_form: str = "paper"  # "paper" (tanh, per-example λ) or "official" (before tanh, batch-mean λ)
     use_prototype_weights: bool = True
     use_domain_corruption: bool = True
     use_expertise_weights: bool = True
@@ -315,6 +342,8 @@ class MetaKDConfig(TinyBERTConfig):
         super().__post_init__()
         if self.gamma2 < 0:
             raise ValueError(f"gamma2={self.gamma2} must be >= 0")
+        if self.tkd_form not in ("paper", "official"):
+            raise ValueError(f"tkd_form={self.tkd_form!r}: expected 'paper' or 'official'")
 
     @property
     def teacher_kind(self) -> str:
@@ -324,10 +353,12 @@ class MetaKDConfig(TinyBERTConfig):
 
 def stage1_terms(student: KDModel, teacher: TeacherHandle, distiller: LayerDistiller, branch: DomainBranch,
                  batch: Mapping[str, torch.Tensor], *, use_prototype_weights: bool = True,
-                 use_expertise_weights: bool = True) -> dict[str, torch.Tensor]:
+                 use_expertise_weights: bool = True, tkd_form: str = "paper") -> dict[str, torch.Tensor]:
     """Per-example ``(B,)`` stage-1 terms: ``hidden``, ``attention``, ``tkd`` and the weights ``lam``.
 
     ``batch`` carries the prototype scores ``t`` and the ``domain`` index of each example.
+    ``tkd_form="official"`` compares the domain features before the tanh (see the module docstring);
+    the branch's mean pooling includes padding when the distiller uses the padded normalisation.
     """
     mask = batch["attention_mask"]
     t_out = teacher(batch, output_hidden=True)
@@ -336,9 +367,10 @@ def stage1_terms(student: KDModel, teacher: TeacherHandle, distiller: LayerDisti
     hid, att = distiller.terms(s_out, t_out, mask)
     meta = teacher.model
     assert isinstance(meta, MetaTeacherModel)
+    kw = {"activation": tkd_form != "official", "include_padding": distiller.normalisation == "padded"}
     with torch.no_grad():
-        g_t = meta.domain_features(t_out.hidden_states[-1], mask, batch["domain"]).float()
-    g_s = branch(s_out.hidden_states[-1], mask, batch["domain"])
+        g_t = meta.domain_features(t_out.hidden_states[-1], mask, batch["domain"], **kw).float()
+    g_s = branch(s_out.hidden_states[-1], mask, batch["domain"], **kw)
     tkd = (distiller.project(g_s) - g_t).pow(2).mean(dim=-1)
     if use_expertise_weights:
         t = batch["t"].float() if use_prototype_weights else torch.ones_like(hid)
@@ -350,6 +382,9 @@ def stage1_terms(student: KDModel, teacher: TeacherHandle, distiller: LayerDisti
 
 
 class MetaKD(Method):
+    """Meta-KD; options and their official values: see the module docstring and the README's
+    `Fidelity to the official code <../README.md#fidelity-to-the-official-code>`_."""
+
     name = "metakd"
     description = "Meta-KD: meta-teacher on all domains, expertise-weighted meta-distillation (Pan et al. 2021)"
     teacher = "meta"
@@ -367,7 +402,7 @@ class MetaKD(Method):
         assert isinstance(teacher.model, MetaTeacherModel)
         order = tuple(ctx.domains)  # the meta-teacher's domain indices (its train_domains)
         student = ctx.build_student()
-        distiller = LayerDistiller(student, teacher.model).to(ctx.device)
+        distiller = distiller_for(student, teacher.model, cfg).to(ctx.device)
         branch = DomainBranch(student.hidden_size, len(order),
                               float(getattr(student.config, "initializer_range", 0.02))).to(ctx.device)
 
@@ -382,11 +417,11 @@ class MetaKD(Method):
         train = ctx.tokenize(examples).with_extra(t=t, domain=[order.index(ctx.target)] * len(examples))
 
         def loss1(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            terms = stage1_terms(student, teacher, distiller, branch, batch,
+            terms = stage1_terms(student, teacher, distiller, branch, stage1_batch(ctx, batch, cfg),
                                  use_prototype_weights=cfg.use_prototype_weights,
-                                 use_expertise_weights=cfg.use_expertise_weights)
+                                 use_expertise_weights=cfg.use_expertise_weights, tkd_form=cfg.tkd_form)
             return meta_distill_stage1_loss(terms["hidden"], terms["attention"], terms["tkd"], terms["lam"],
-                                            cfg.gamma2)
+                                            cfg.gamma2, tkd_batch_mean=cfg.tkd_form == "official")
 
         params = [*student.parameters(), *distiller.parameters(), *branch.parameters()]
         r1 = run_stage1(ctx, student, loss1, params, cfg, stage=self.name, train_data=train)

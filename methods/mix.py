@@ -8,6 +8,9 @@
   objective (:func:`kdbench_methods.tinybert.tinybert_distill`); options as ``tinybert``.
 * Method ``teacher:mix``: the mix teacher itself evaluated on the target test set (the paper's
   BERT_B-mix row).
+
+Where the stages differ from the official code, and the options that switch them: the README's
+"Fidelity to the official code" table (``#fidelity-to-the-official-code``).
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@
 * Method ``mtl``: a fresh student distilled on the target domain with the TinyBERT objective from
   the mtl teacher read through the TARGET domain's head (the runner's handle carries that head).
 * Method ``teacher:mtl``: the mtl teacher's target head evaluated on the target test set.
+
+Where the stages differ from the official code, and the options that switch them: the README's
+"Fidelity to the official code" table (``#fidelity-to-the-official-code``).
 """
 
 from __future__ import annotations

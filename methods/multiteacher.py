@@ -16,6 +16,15 @@ How the teachers are combined (option ``average``)
 * ``"probs"``: ``p̄ = mean_k softmax(z_k / T)``, the mean of the teachers' soft targets (the ensemble
   of Hinton et al. 2015, §2), offered as an option.
 
+Why logits by default: Meta-KD's official code has no multi-teacher baseline (alibaba/EasyTransfer
+``scripts/metaKD/`` at 05d2b48 holds the meta-teacher, meta-distillation and TinyBERT scripts only;
+alibaba/EasyNLP's ``examples/knowledge_distillation/metakd/`` likewise), so there is no official
+behaviour to reproduce, and the row follows its named anchor, TextBrewer. The two differ when the
+teachers disagree: logit averaging lets the most confident teacher dominate (binary logit margins +8
+and −1 give p̄ = sigmoid(3.5) = 0.97; averaging probabilities gives (0.9997 + 0.269) / 2 = 0.63).
+Every profile sets ``average`` explicitly; see the README's
+`Fidelity to the official code <../README.md#fidelity-to-the-official-code>`_.
+
 :func:`ensemble_logits` returns, for either mode, logits ``z̄`` with ``softmax(z̄ / T) = p̄``, so the
 loss is computed by the same tested :func:`kdbench.losses.hinton_kd_loss` as ``kd``. Defaults α = 0.5,
 T = 1 match ``kd`` so that the two rows differ only in their teachers.

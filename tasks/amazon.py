@@ -1,4 +1,4 @@
-"""Amazon multi-domain sentiment (Blitzer, Dredze & Pereira, ACL 2007), split as Meta-KD does.
+"""Amazon multi-domain sentiment (Blitzer, Dredze & Pereira, ACL 2007): Meta-KD's split and a balanced one.
 
 Data
     ``<data-dir>/amazon/sorted_data_acl/<dir>/{positive,negative}.review`` with ``<dir>`` one of
@@ -19,19 +19,25 @@ Data
     ``Example.id`` is ``"<domain>/<pos|neg>/<index in file>"``: the corpus' ``unique_id`` field is not
     unique, the position in the file is.
 
-Split (Meta-KD's official preprocessing, re-implemented)
-    Per domain, the 2,000 examples (negative file then positive file, each in file order) go through
-    :func:`kdbench_tasks._split.stratified_holdout` twice:
+Splits
+    ``amazon`` (the default) is **Meta-KD's official split, member for member**. The official
+    preprocessing (alibaba/EasyNLP ``examples/knowledge_distillation/metakd/generate_senti_data.py``)
+    pools the 8,000 reviews of the four domains, shuffles them with pandas and holds out fold 0 of a
+    scikit-learn ``StratifiedKFold`` (stratified on sentiment only) as test, then fold 0 of the rest as
+    dev. pandas and scikit-learn are not runtime dependencies: ``tasks/make_amazon_split.py`` ran that
+    procedure once and wrote ``tasks/amazon_split.json`` (ids per split, library versions, sha256),
+    and this task reads it, checking the sha256 against :data:`OFFICIAL_SPLIT_SHA256` every time.
+    Totals are 6,480 / 720 / 800 as in the paper, but per domain the sizes are uneven (test
+    199 / 185 / 213 / 203, dev 170 / 194 / 172 / 184 for books / dvd / electronics / kitchen) and the
+    labels are not exactly balanced (books test: 105 negative, 94 positive). It needs the published
+    corpus: every id of the file must exist, or loading fails with a one-line error.
 
-    1. 10 stratified folds with seed 11111; fold 0 is **test** (200 = 100/100).
-    2. The remaining 1,800 (in their shuffled order): 10 stratified folds again with seed 11111;
-       fold 0 is **dev** (180 = 90/90), the rest is **train** (1,620 = 810/810).
-
-    Totals over the 4 domains: 6,480 train / 720 dev / 800 test, as in the paper. Sizes and label
-    balance match Meta-KD exactly; the *membership* cannot be byte-identical to its scikit-learn
-    ``shuffle(random_state=11111)`` + ``StratifiedKFold`` (numpy's shuffle and sklearn's fold
-    assignment are not reproduced here, on purpose: see ``_split.py``). Every split is pinned by
-    :meth:`DomainData.split_hash` in the tests.
+    ``amazon-balanced`` is kdbench's own split, for equal domains: per domain, the 2,000 examples
+    (negative file then positive file, each in file order) go through
+    :func:`kdbench_tasks._split.stratified_holdout` twice: 10 stratified folds with seed 11111, fold
+    0 is **test** (200 = 100/100); the remaining 1,800, again 10 folds with seed 11111, fold 0 is
+    **dev** (180 = 90/90), the rest is **train** (1,620 = 810/810). It works on any corpus in the
+    layout below (the tests use small synthetic ones).
 
 Source
     ``data_dir`` when given (the CLI's ``--data-dir`` / ``KDBENCH_DATA_DIR``). Without it the original
@@ -40,6 +46,8 @@ Source
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -53,10 +61,15 @@ from kdbench.api import DomainData, Example, KDBenchError, Task
 
 from ._split import stratified_holdout
 
-__all__ = ["ARCHIVE_URL", "SEED", "AmazonParseError", "AmazonTask", "parse_reviews"]
+__all__ = ["ARCHIVE_URL", "OFFICIAL_SPLIT_SHA256", "SEED", "AmazonBalancedTask", "AmazonParseError", "AmazonTask",
+           "official_split", "parse_reviews"]
 
 ARCHIVE_URL = "https://www.cs.jhu.edu/~mdredze/datasets/sentiment/domain_sentiment_data.tar.gz"
 SEED = 11111
+#: the official membership, written by tasks/make_amazon_split.py
+SPLIT_FILE = Path(__file__).with_name("amazon_split.json")
+#: sha256 of its id lists (make_amazon_split.splits_sha256); checked at every load
+OFFICIAL_SPLIT_SHA256 = "ba61aed9c942e597752c6f8338917000a646d88099f0c0901a6f7f1d55c6d53b"
 #: task domain name -> directory name in the archive
 DOMAIN_DIRS = {
     "books": "books",
@@ -159,11 +172,12 @@ def _one_line(s: object) -> str:
 
 # ------------------------------------------------------------------------------------------- task
 class AmazonTask(Task):
-    """Binary sentiment over four product domains; see the module docstring for data and split."""
+    """Binary sentiment over four product domains, Meta-KD's official split; see the module docstring."""
 
     name = "amazon"
-    description = "Amazon reviews sentiment, 4 domains (Blitzer et al. 2007), Meta-KD split 1620/180/200"
-    version = "1"
+    description = "Amazon reviews sentiment, 4 domains (Blitzer et al. 2007), Meta-KD's official split 6480/720/800"
+    #: 1: kdbench's balanced per-domain split (now task amazon-balanced); 2: the official membership
+    version = "2"
     domains = tuple(DOMAIN_DIRS)
     labels = ("negative", "positive")
 
@@ -175,8 +189,27 @@ class AmazonTask(Task):
         """Parse and split every domain once per instance (~0.3 s for the whole corpus on 2 cores)."""
         if self._data is None:
             root = self._root()
-            self._data = {d: self._load_domain(d, root) for d in self.domains}
+            self._data = self._split({d: self._read_domain(d, root) for d in self.domains})
         return dict(self._data)
+
+    def _split(self, examples: dict[str, list[Example]]) -> dict[str, DomainData]:
+        by_id = {ex.id: ex for exs in examples.values() for ex in exs}
+        splits = official_split()
+        listed = {i for ids in splits.values() for i in ids}
+        if listed != by_id.keys():
+            missing = sorted(listed - by_id.keys())
+            extra = sorted(by_id.keys() - listed)
+            raise KDBenchError(
+                "amazon: the official split needs the published corpus (1,000 reviews per file): "
+                + (f"{len(missing)} of its reviews are missing (e.g. {missing[0]})" if missing
+                   else f"{len(extra)} reviews are not in it (e.g. {extra[0]})")
+                + "; task amazon-balanced splits any corpus"
+            )
+        return {
+            d: DomainData(domain=d, **{name: tuple(by_id[i] for i in ids if i.startswith(f"{d}/"))
+                                      for name, ids in splits.items()})
+            for d in examples
+        }
 
     # -- source
     def _root(self) -> Path:
@@ -201,7 +234,8 @@ class AmazonTask(Task):
             ) from e
         return root
 
-    def _load_domain(self, domain: str, root: Path) -> DomainData:
+    def _read_domain(self, domain: str, root: Path) -> list[Example]:
+        """The domain's examples: the negative file's reviews, then the positive file's, in file order."""
         examples: list[Example] = []
         for stem, label, tag in _FILES:
             path = root / DOMAIN_DIRS[domain] / f"{stem}.review"
@@ -216,15 +250,57 @@ class AmazonTask(Task):
                 Example(id=f"{domain}/{tag}/{i}", text=" ".join(r["review_text"].split()), label=label)
                 for i, r in enumerate(records)
             ]
-        labels = [ex.label for ex in examples]
-        rest, test = stratified_holdout(labels, n_folds=10, seed=SEED)
-        train, dev = stratified_holdout([labels[i] for i in rest], n_folds=10, seed=SEED)
-        return DomainData(
-            domain=domain,
-            train=tuple(examples[rest[i]] for i in train),
-            dev=tuple(examples[rest[i]] for i in dev),
-            test=tuple(examples[i] for i in test),
-        )
+        return examples
+
+
+class AmazonBalancedTask(AmazonTask):
+    """The same corpus, split per domain into balanced 1,620 / 180 / 200 (kdbench's own split)."""
+
+    name = "amazon-balanced"
+    description = "Amazon reviews sentiment, 4 domains, kdbench's balanced per-domain split 1620/180/200"
+    version = "1"
+
+    def _split(self, examples: dict[str, list[Example]]) -> dict[str, DomainData]:
+        out = {}
+        for domain, exs in examples.items():
+            labels = [ex.label for ex in exs]
+            rest, test = stratified_holdout(labels, n_folds=10, seed=SEED)
+            train, dev = stratified_holdout([labels[i] for i in rest], n_folds=10, seed=SEED)
+            out[domain] = DomainData(
+                domain=domain,
+                train=tuple(exs[rest[i]] for i in train),
+                dev=tuple(exs[rest[i]] for i in dev),
+                test=tuple(exs[i] for i in test),
+            )
+        return out
+
+
+_OFFICIAL: dict[str, tuple[str, ...]] | None = None
+
+
+def official_split() -> dict[str, tuple[str, ...]]:
+    """The official ids per split (``train``, ``dev``, ``test``) from ``amazon_split.json``, verified.
+
+    Raises :class:`KDBenchError` when the file is unreadable or its ids do not hash to
+    :data:`OFFICIAL_SPLIT_SHA256` (an edited or corrupted file must not silently change the benchmark).
+    """
+    global _OFFICIAL
+    if _OFFICIAL is None:
+        try:
+            doc = json.loads(SPLIT_FILE.read_text(encoding="utf-8"))
+            splits = {name: tuple(str(i) for i in doc["splits"][name]) for name in ("train", "dev", "test")}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise KDBenchError(f"amazon: cannot read the official split {SPLIT_FILE}: {_one_line(e)}") from e
+        h = hashlib.sha256()
+        for name in ("train", "dev", "test"):
+            h.update(name.encode())
+            for i in splits[name]:
+                h.update(b"\0" + i.encode())
+        if h.hexdigest() != OFFICIAL_SPLIT_SHA256:
+            raise KDBenchError(f"amazon: {SPLIT_FILE} is corrupted: its ids hash to {h.hexdigest()[:16]}..., "
+                               f"expected {OFFICIAL_SPLIT_SHA256[:16]}... (reinstall kdbench)")
+        _OFFICIAL = splits
+    return _OFFICIAL
 
 
 #: sha256 of every file kdbench reads from the archive, checked after each download and extraction.
@@ -324,5 +400,5 @@ def _safe_member(m: tarfile.TarInfo) -> bool:
 
 @hookimpl
 def kdbench_register_tasks() -> list[type[Task]]:
-    """Register :class:`AmazonTask` with kdbench's plugin manager."""
-    return [AmazonTask]
+    """Register :class:`AmazonTask` (``amazon``) and :class:`AmazonBalancedTask` (``amazon-balanced``)."""
+    return [AmazonTask, AmazonBalancedTask]

@@ -363,3 +363,43 @@ def test_domain_corruption_generator_and_validation() -> None:
     approx(l1, F.cross_entropy(logits, dom[p1], reduction="none").tolist())
     with pytest.raises(ValueError):
         L.domain_corruption_loss(logits, dom, permutation=torch.tensor([0, 0, 1, 2, 3, 4]))
+
+
+# ------------------------------------------------------------- official (padded) normalisations, #15
+def test_hidden_mse_padded_averages_over_every_position_by_hand():
+    # B=1, T=3 (last position padding), H=2: official MSELoss over the whole (B, T, H) tensor
+    s = torch.tensor([[[1.0, 2.0], [0.0, 0.0], [5.0, 5.0]]], dtype=torch.float64)
+    t = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [3.0, 5.0]]], dtype=torch.float64)
+    # squared differences: 1, 4 | 1, 1 | 4, 0 -> sum 11 over 6 entries, padding included
+    assert L.hidden_mse_padded(s, t).tolist() == pytest.approx([11 / 6])
+    # kdbench's default drops the padded position: (1 + 4 + 1 + 1) / 4
+    assert L.hidden_mse(s, t, torch.tensor([[1, 1, 0]])).tolist() == pytest.approx([7 / 4])
+    assert torch.allclose(L.hidden_mse_padded(s, t).mean(), torch.nn.functional.mse_loss(s, t))
+
+
+def test_attention_mse_padded_zeroes_key_columns_keeps_query_rows_by_hand():
+    # B=1, heads=1, T=2, the second token is padding
+    s = torch.tensor([[[[1.0, 7.0], [2.0, 9.0]]]], dtype=torch.float64)
+    t = torch.tensor([[[[0.0, 1.0], [5.0, 3.0]]]], dtype=torch.float64)
+    mask = torch.tensor([[1, 0]])
+    # key column 1 zeroed in both; query row 1 (padding) kept: (1-0)² + (2-5)² = 10, over heads·T² = 4
+    assert L.attention_mse_padded(s, t, mask).tolist() == pytest.approx([10 / 4])
+    # the official code: add the -10000 mask, zero every entry <= -1e2, MSELoss over the tensor
+    add = (1.0 - mask[:, None, None, :].double()) * -10000.0
+    zs, zt = [torch.where(x + add <= -1e2, torch.zeros_like(x), x + add) for x in (s, t)]
+    assert L.attention_mse_padded(s, t, mask).mean().item() == pytest.approx(
+        torch.nn.functional.mse_loss(zs, zt).item())
+    # kdbench's default: only the real pair (0, 0): 1 / (heads · 1²)
+    assert L.attention_mse(s, t, mask).tolist() == pytest.approx([1.0])
+
+
+def test_meta_distill_tkd_batch_mean_by_hand():
+    hid = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    att = torch.tensor([3.0, 0.0], dtype=torch.float64)
+    tkd = torch.tensor([4.0, 0.0], dtype=torch.float64)
+    lam = torch.tensor([0.5, 0.25], dtype=torch.float64)
+    # per example (kdbench): mean(0.5·(1+3+0.5·4), 0.25·(2+0+0)) = mean(3, 0.5) = 1.75
+    assert L.meta_distill_stage1_loss(hid, att, tkd, lam, 0.5).item() == pytest.approx(1.75)
+    # official: mean(λ·(hid+att)) + γ2·mean(λ)·mean(tkd) = mean(2, 0.5) + 0.5·0.375·2 = 1.25 + 0.375
+    got = L.meta_distill_stage1_loss(hid, att, tkd, lam, 0.5, tkd_batch_mean=True).item()
+    assert got == pytest.approx(1.625)

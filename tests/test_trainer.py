@@ -123,3 +123,60 @@ def test_cached_teacher_serves_the_recomputed_layer_outputs_and_respects_the_bud
     calls.clear()
     tight(next(batches(data, 5)), output_hidden=True)
     assert len(calls) == 1 and tight._rows is None
+
+
+# ------------------------------------------------------------------------ schedule and eval_every
+def _lrs(cfg: TrainConfig, total: int) -> list[float]:
+    p = torch.nn.Parameter(torch.zeros(1))
+    optim = torch.optim.AdamW([p], lr=cfg.lr)
+    sched = trainer.lr_schedule(optim, cfg, total)
+    out = []
+    for _ in range(total):
+        out.append(optim.param_groups[0]["lr"])
+        optim.step()
+        sched.step()
+    return out
+
+
+def test_linear_schedule_is_hugging_faces_warmup_then_decay():
+    # 20 steps, warmup 0.1 -> 2 warmup steps: lr(s) = s/2 for s < 2, then (20 - s)/18, by hand
+    got = _lrs(TrainConfig(lr=1.0, warmup=0.1), 20)
+    want = [0.0, 0.5] + [(20 - s) / 18 for s in range(2, 20)]
+    assert got == pytest.approx(want)
+
+
+def test_constant_schedule_has_no_warmup_and_no_decay():
+    # official TinyBERT/Meta-KD stage 1 (BertAdam schedule='none'): lr at every step
+    assert _lrs(TrainConfig(lr=3.0, warmup=0.1, schedule="constant"), 7) == [3.0] * 7
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="cosine")
+    with pytest.raises(ValueError, match="eval_every"):
+        TrainConfig(eval_every=-1)
+
+
+def test_eval_every_selects_among_step_checkpoints(monkeypatch):
+    # 40 examples, batch 8 -> 5 steps per epoch, 2 epochs = 10 steps; eval_every 3 -> steps 3, 6, 9, 10
+    seen = []
+    scores = iter([50.0, 70.0, 60.0, 70.0])
+
+    def score(model):
+        seen.append(model.training)
+        return next(scores)
+
+    model = tiny()
+    steps_at_eval = []
+
+    def loss_fn(b):
+        return trainer.cross_entropy(b, trainer.forward(model, b).logits)
+
+    res = trainer.train(model, enc(), loss_fn, TrainConfig(epochs=2, lr=1e-3, eval_every=3), batch_size=8,
+                        eval_batch_size=8, device=torch.device("cpu"), precision="fp32", seed=0,
+                        score_fn=lambda m: (steps_at_eval.append(1), score(m))[1])
+    assert len(steps_at_eval) == 4 and res.info["steps"] == 10
+    assert res.info["best_step"] == 6 and res.info["best_epoch"] == 2 and res.info["best_dev"] == 70.0
+    # per epoch (eval_every 0): one evaluation per epoch
+    scores = iter([1.0, 2.0])
+    model = tiny()  # loss_fn reads the name `model`
+    res = trainer.train(model, enc(), loss_fn, TrainConfig(epochs=2, lr=1e-3), batch_size=8, eval_batch_size=8,
+                        device=torch.device("cpu"), precision="fp32", seed=0, score_fn=score)
+    assert res.info["best_step"] == 10 and res.info["best_epoch"] == 2

@@ -1,8 +1,9 @@
-"""Tests of the Amazon task: the real corpus, its pinned split, and the block parser (incl. fuzzing)."""
+"""Tests of the Amazon tasks: the real corpus, the official and the balanced split, the parser (incl. fuzzing)."""
 
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 import time
 import urllib.error
@@ -16,13 +17,30 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kdbench.api import DomainData, Example, KDBenchError
-from kdbench_tasks import amazon
+from kdbench_tasks import amazon as amazon_mod
+from kdbench_tasks import make_amazon_split
 from kdbench_tasks._split import stratified_holdout
-from kdbench_tasks.amazon import ARCHIVE_URL, DOMAIN_DIRS, AmazonParseError, AmazonTask, parse_reviews
+from kdbench_tasks.amazon import (
+    ARCHIVE_URL,
+    DOMAIN_DIRS,
+    OFFICIAL_SPLIT_SHA256,
+    AmazonBalancedTask,
+    AmazonParseError,
+    AmazonTask,
+    parse_reviews,
+)
 
 #: DomainData.split_hash() of every domain on the published corpus. A change means the data, the
-#: parser or the split changed: bump AmazonTask.version and re-pin, never just re-pin.
-PINNED_HASHES = {
+#: parser or the split changed: bump the task's version and re-pin, never just re-pin.
+PINNED_OFFICIAL_HASHES = {
+    "books": "4c63ca064698049f",
+    "dvd": "19a696d44e7bd8f7",
+    "electronics": "7bfbd4921351c1ac",
+    "kitchen": "9f209ea1525b1ed3",
+}
+#: the official split's per-domain sizes (test, dev), as EasyNLP's generate_senti_data.py prints them
+OFFICIAL_SIZES = {"books": (199, 170), "dvd": (185, 194), "electronics": (213, 172), "kitchen": (203, 184)}
+PINNED_BALANCED_HASHES = {
     "books": "bd3614776012b953",
     "dvd": "b79675860412cd5e",
     "electronics": "45f75b3ee7cd3ba3",
@@ -32,9 +50,9 @@ PINNED_HASHES = {
 DUPLICATE_COPIES = {"books": 44, "dvd": 46, "electronics": 35, "kitchen": 23}
 
 
-@pytest.fixture(scope="module")
-def task(data_dir: Path) -> AmazonTask:
-    return AmazonTask(data_dir)
+@pytest.fixture(scope="module", params=[AmazonTask, AmazonBalancedTask], ids=["official", "balanced"])
+def task(data_dir: Path, request: pytest.FixtureRequest) -> AmazonTask:
+    return request.param(data_dir)
 
 
 def splits(dd: DomainData) -> dict[str, tuple[Example, ...]]:
@@ -56,12 +74,95 @@ def test_every_review_is_loaded(task: AmazonTask) -> None:
 
 
 @pytest.mark.realdata
-def test_split_sizes_and_label_balance(task: AmazonTask) -> None:
-    for domain, dd in task.load().items():
+def test_balanced_split_sizes_and_label_balance(data_dir: Path) -> None:
+    for domain, dd in AmazonBalancedTask(data_dir).load().items():
         for name, (size, per_label) in {"train": (1620, 810), "dev": (180, 90), "test": (200, 100)}.items():
             split = splits(dd)[name]
             assert len(split) == size, (domain, name)
             assert Counter(ex.label for ex in split) == {0: per_label, 1: per_label}, (domain, name)
+
+
+@pytest.mark.realdata
+def test_official_split_sizes(data_dir: Path) -> None:
+    data = AmazonTask(data_dir).load()
+    for domain, (n_test, n_dev) in OFFICIAL_SIZES.items():
+        dd = data[domain]
+        assert (len(dd.test), len(dd.dev), len(dd.train)) == (n_test, n_dev, 2000 - n_test - n_dev), domain
+    assert sum(len(dd.test) for dd in data.values()) == 800
+    assert sum(len(dd.dev) for dd in data.values()) == 720
+    # stratified on sentiment over the pooled table: 400/400 overall, not per domain
+    assert Counter(ex.label for dd in data.values() for ex in dd.test) == {0: 400, 1: 400}
+    assert Counter(ex.label for ex in data["books"].test) == {0: 105, 1: 94}
+
+
+@pytest.mark.realdata
+def test_official_split_follows_the_file_order(data_dir: Path) -> None:
+    ids = amazon_mod.official_split()
+    data = AmazonTask(data_dir).load()
+    for name in ("train", "dev", "test"):
+        got = [ex.id for d in DOMAIN_DIRS for ex in splits(data[d])[name]]
+        assert sorted(got) == sorted(ids[name])
+        for d in DOMAIN_DIRS:  # each domain keeps the official (shuffled) order
+            assert [ex.id for ex in splits(data[d])[name]] == [i for i in ids[name] if i.startswith(f"{d}/")]
+
+
+@pytest.mark.realdata
+def test_official_membership_is_rederived_with_pandas_and_sklearn(data_dir: Path) -> None:
+    pytest.importorskip("pandas")
+    pytest.importorskip("sklearn")
+    made = make_amazon_split.build(data_dir / "amazon" / "sorted_data_acl")
+    committed = json.loads(amazon_mod.SPLIT_FILE.read_text())
+    assert made["splits"] == committed["splits"]
+    assert made["sha256"] == committed["sha256"] == OFFICIAL_SPLIT_SHA256
+    assert set(committed["versions"]) == {"pandas", "scikit-learn", "numpy"}
+
+
+@pytest.mark.realdata
+def test_official_reader_counts_the_same_reviews_in_the_same_order(data_dir: Path) -> None:
+    """The official line-based reader and kdbench's block parser see the same 1,000 reviews per file.
+
+    The official text joins a review's lines without a separator, repeats a line before each blank
+    line, and drops a character after a leading tab, so texts are compared by the longest line of
+    kdbench's review (whitespace removed, last character dropped), which must occur in the official
+    text of the review at the same index. Shifted by one review, almost none match: the check can fail.
+    """
+    root = data_dir / "amazon" / "sorted_data_acl"
+
+    def key(text: str) -> str:
+        return max(("".join(line.split()) for line in text.split("\n")), key=len)[:-1]
+
+    for directory in DOMAIN_DIRS.values():
+        for stem in ("positive", "negative"):
+            path = root / directory / f"{stem}.review"
+            official = ["".join(t.split()) for t in make_amazon_split.official_reviews(path)]
+            ours = [key(r["review_text"]) for r in parse_reviews(path.read_bytes().decode("utf-8", "replace"))]
+            assert len(official) == len(ours) == 1000, path
+            assert all(k in t for t, k in zip(official, ours, strict=True)), path
+            assert sum(k in t for t, k in zip(official[1:], ours[:-1], strict=True)) < 50, path
+
+
+def test_official_split_file_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = json.loads(amazon_mod.SPLIT_FILE.read_text())
+    assert doc["sha256"] == make_amazon_split.splits_sha256(doc["splits"]) == OFFICIAL_SPLIT_SHA256
+    assert {k: len(v) for k, v in doc["splits"].items()} == {"train": 6480, "dev": 720, "test": 800}
+    doc["splits"]["dev"][0], doc["splits"]["test"][0] = doc["splits"]["test"][0], doc["splits"]["dev"][0]
+    bad = tmp_path / "amazon_split.json"
+    bad.write_text(json.dumps(doc))
+    monkeypatch.setattr(amazon_mod, "SPLIT_FILE", bad)
+    monkeypatch.setattr(amazon_mod, "_OFFICIAL", None)
+    with pytest.raises(KDBenchError, match="corrupted") as info:
+        amazon_mod.official_split()
+    assert "\n" not in str(info.value)
+    bad.write_text("{")
+    with pytest.raises(KDBenchError, match="cannot read the official split"):
+        amazon_mod.official_split()
+
+
+def test_official_split_needs_the_published_corpus(tmp_path: Path) -> None:
+    _write_corpus(tmp_path / "amazon" / "sorted_data_acl", 20)
+    with pytest.raises(KDBenchError, match="needs the published corpus.*amazon-balanced") as info:
+        AmazonTask(tmp_path).load()
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.realdata
@@ -72,10 +173,12 @@ def test_splits_are_disjoint(task: AmazonTask) -> None:
 
 
 @pytest.mark.realdata
-def test_split_hash_is_stable_and_pinned(data_dir: Path) -> None:
-    first = {d: dd.split_hash() for d, dd in AmazonTask(data_dir).load().items()}
-    second = {d: dd.split_hash() for d, dd in AmazonTask(data_dir).load().items()}
-    assert first == second == PINNED_HASHES
+@pytest.mark.parametrize(("cls", "pinned"), [(AmazonTask, PINNED_OFFICIAL_HASHES),
+                                              (AmazonBalancedTask, PINNED_BALANCED_HASHES)])
+def test_split_hash_is_stable_and_pinned(data_dir: Path, cls: type[AmazonTask], pinned: dict[str, str]) -> None:
+    first = {d: dd.split_hash() for d, dd in cls(data_dir).load().items()}
+    second = {d: dd.split_hash() for d, dd in cls(data_dir).load().items()}
+    assert first == second == pinned
 
 
 @pytest.mark.realdata
@@ -110,7 +213,7 @@ def test_load_is_cached_per_instance(task: AmazonTask) -> None:
 def test_load_parses_once_per_instance(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     task = AmazonTask(data_dir)
     first = task.load()
-    monkeypatch.setattr(AmazonTask, "_load_domain", lambda *a: pytest.fail("parsed the corpus again"))
+    monkeypatch.setattr(AmazonTask, "_read_domain", lambda *a: pytest.fail("parsed the corpus again"))
     second = task.load()
     assert second == first and all(second[d] is first[d] for d in first)
     second.pop("books")  # callers get their own dict: changing it changes nothing for the next one
@@ -152,7 +255,7 @@ def _write_corpus(root: Path, n: int) -> None:
 
 def test_small_corpus_split_sizes(tmp_path: Path) -> None:
     _write_corpus(tmp_path / "amazon" / "sorted_data_acl", 20)
-    for dd in AmazonTask(tmp_path).load().values():
+    for dd in AmazonBalancedTask(tmp_path).load().values():
         assert (len(dd.train), len(dd.dev), len(dd.test)) == (32, 4, 4)
         assert Counter(ex.label for ex in dd.test) == {0: 2, 1: 2}
 
@@ -198,13 +301,13 @@ def test_download_extracts_into_the_cache_once(tmp_path: Path, monkeypatch: pyte
 
     cache = tmp_path / "cache"
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
-    monkeypatch.setattr(amazon, "REVIEW_SHA256", _sha256s(src))  # the synthetic archive's own
-    data = AmazonTask(None, cache_dir=cache).load()
+    monkeypatch.setattr(amazon_mod, "REVIEW_SHA256", _sha256s(src))  # the synthetic archive's own
+    data = AmazonBalancedTask(None, cache_dir=cache).load()
     assert calls == [ARCHIVE_URL]
     assert {len(dd.train) + len(dd.dev) + len(dd.test) for dd in data.values()} == {20}
     assert (cache / "amazon" / "domain_sentiment_data.tar.gz").is_file()
     assert not (tmp_path / "evil.txt").exists() and not (cache / "evil.txt").exists()
-    again = AmazonTask(None, cache_dir=cache).load()
+    again = AmazonBalancedTask(None, cache_dir=cache).load()
     assert calls == [ARCHIVE_URL]  # served from the cache
     assert {d: dd.split_hash() for d, dd in again.items()} == {d: dd.split_hash() for d, dd in data.items()}
 
@@ -212,7 +315,7 @@ def test_download_extracts_into_the_cache_once(tmp_path: Path, monkeypatch: pyte
 def _sha256s(root: Path) -> dict[str, str]:
     import hashlib
 
-    return {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in amazon.REVIEW_SHA256}
+    return {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in amazon_mod.REVIEW_SHA256}
 
 
 def test_download_with_wrong_checksums_is_refused_and_deleted(tmp_path: Path,
@@ -234,7 +337,7 @@ def test_download_with_wrong_checksums_is_refused_and_deleted(tmp_path: Path,
 
 
 def test_pinned_checksums_match_the_shared_corpus(data_dir: Path) -> None:
-    assert amazon._checksum_mismatches(data_dir / "amazon" / "sorted_data_acl") == []
+    assert amazon_mod._checksum_mismatches(data_dir / "amazon" / "sorted_data_acl") == []
 
 
 # ---------------------------------------------------------------------------------------- split
