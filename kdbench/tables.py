@@ -53,7 +53,7 @@ N_BOOT = 10_000
 #: the Meta-KD main table: teacher block, then student block (rows shown even when not run)
 PAPER_TEACHERS = ("teacher", "teacher:mix", "teacher:mtl", "teacher:meta")
 PAPER_STUDENTS = ("student", "kd", "pkd", "tinybert", "mix", "mtl", "multiteacher", "metakd")
-LAYOUTS = ("default", "paper")
+LAYOUTS = ("default", "paper", "ablation")
 
 
 # --------------------------------------------------------------------------------------- data
@@ -258,6 +258,10 @@ def _cost(cells: Sequence[Mapping[str, Any]]) -> Cost | None:
 def _row_order(layout: str, present: Sequence[str], extra: Sequence[str]) -> list[tuple[str, str]]:
     """(method, block) in display order; paper layout lists every paper row, run or not."""
     names = list(dict.fromkeys([*present, *extra]))
+    if layout == "ablation":  # Meta-KD's ablation rows only, in the paper's order, run or not
+        from kdbench.grid import ABLATION_ROWS
+
+        return [(m, "") for m, _ in ABLATION_ROWS]
     if layout != "paper":
         return [(m, "") for m in names]
     rows = [(m, "teacher") for m in PAPER_TEACHERS] + [(m, "student") for m in PAPER_STUDENTS]
@@ -416,7 +420,7 @@ def _main_table(index: Index, task: str, fraction: float, layout: str, baseline:
         groups.append([*cells, avg])
         entries = [Entry(_summary(c)) for c in [*cells, avg]]
         rows.append(Row(method, entries, block, _cost([x for c in cells for x in c])))
-    suffix = " · Meta-KD layout" if layout == "paper" else ""
+    suffix = {"paper": " · Meta-KD layout", "ablation": " · Meta-KD ablation"}.get(layout, "")
     table = Table(f"{task} · fraction {fraction:g} · test accuracy (%){suffix}", "main", layout, task, fraction,
                   columns, rows, baseline if baseline in present else None, n_boot=n_boot)
     _finish(table, groups, n_boot)
@@ -429,6 +433,10 @@ def _main_table(index: Index, task: str, fraction: float, layout: str, baseline:
         table.notes.append(f"{index.failed[(task, fraction)]} failed cell(s) not shown; see kdbench run's summary")
     _add_references(table, refs)
     table.legend = _legend(table)
+    if layout == "ablation":
+        from kdbench.grid import ABLATION_ROWS
+
+        table.legend.append("Rows: " + "; ".join(f"{m} = {what}" for m, what in ABLATION_ROWS) + ".")
     return table
 
 
@@ -477,8 +485,29 @@ def build_tables(cells: Iterable[Mapping[str, Any]], layout: str = "default", ba
     task's domains, so missing ones show); otherwise the columns are the domains that were run."""
     if layout not in LAYOUTS:
         raise KDBenchError(f"unknown layout {layout!r} (choose from: {', '.join(LAYOUTS)})")
-    index = Index(cells, method_order)
-    base = resolve_baseline(index.methods, baseline)
+    cells = list(cells)
+    # Tables never mix teachers trained with and without the target domain (--teacher-domains):
+    # one set of tables per setting; cells the setting does not affect (None) appear in each.
+    settings = sorted({c.get("teacher_domains") for c in cells} - {None}, key=lambda s: s != "all")
+    if len(settings) > 1 or settings == ["others"]:
+        split: list[Table] = []
+        for setting in settings:
+            part = build_tables([c for c in cells if c.get("teacher_domains") in (setting, None)], layout,
+                                baseline, references, task_domains, method_order, n_boot)
+            for t in part:
+                t.title += " · cross-domain teachers: " + ("all domains" if setting == "all"
+                                                            else "other domains only (target held out)")
+            split.extend(part)
+        return split
+    if layout == "ablation":  # every row is tested against full Meta-KD
+        from kdbench.grid import ABLATION_METHOD
+
+        cells = [c for c in cells if c.get("method") in {m for m, _ in _row_order("ablation", [], [])}]
+        index = Index(cells, method_order)
+        base = ABLATION_METHOD if ABLATION_METHOD in index.methods else None
+    else:
+        index = Index(cells, method_order)
+        base = resolve_baseline(index.methods, baseline)
     out: list[Table] = []
     for task in index.tasks():
         run_domains = index.domains(task)
@@ -496,13 +525,32 @@ def build_tables(cells: Iterable[Mapping[str, Any]], layout: str = "default", ba
             out.append(_main_table(index, task, fraction, layout, base, cols, references, n_boot))
         if len([f for f in fractions if f in index.data.get(task, {})]) > 1:
             out.append(_scarce_table(index, task, layout, base, domains, references, n_boot))
+    _teacher_legend(out, cells)
     return out
+
+
+def _teacher_legend(tables: Sequence[Table], cells: Sequence[Mapping[str, Any]]) -> None:
+    """State shared teacher seeds (``--teacher-seeds``) and held-out-domain teachers in the legends."""
+    for t in tables:
+        mine = [c for c in cells if c.get("task") == t.task and c.get("status") == "ok"
+                and (t.fraction is None or float(c.get("fraction", -1)) == t.fraction)]
+        shared = sorted({(int(c["teacher_seeds"]), int(c.get("teacher_seed", -1))) for c in mine
+                         if isinstance(c.get("teacher_seeds"), int)
+                         and c.get("teacher_seed", c.get("seed")) != c.get("seed")})
+        if shared:
+            ks = sorted({k for k, _ in shared})
+            t.legend.append(f"Teacher seeds: K = {', '.join(map(str, ks))} (student seed s uses the teachers of "
+                            "seed s mod K): seeds share teachers, so seed-level tests measure student variance "
+                            "only, not teacher variance.")
+        if any(c.get("teacher_domains") == "others" for c in mine):
+            t.legend.append("Cross-domain teachers (mix, mtl, meta, multiteacher's) were trained without the "
+                            "target domain (--teacher-domains others).")
 
 
 def method_order(results_dir: Path) -> list[str]:
     """The methods of the run's last invocation, in the order given (run.json), if readable."""
     run = res.read_json(results_dir / "run.json") or {}
-    methods = (run.get("config") or {}).get("methods") or []
+    methods = run.get("rows") or (run.get("config") or {}).get("methods") or []  # rows: variants resolved
     return [str(m) for m in methods] if isinstance(methods, list) else []
 
 
