@@ -54,8 +54,9 @@ def print_method(cls: Any) -> None:
     if not opts:
         console.print("options: none")
         return
-    t = RichTable(title=f"Options (--set {cls.name}.KEY=VALUE, or {cls.name}[KEY=VALUE,...] in --methods)",
-                  title_justify="left")
+    console.print(f"set with --set {escape(cls.name)}.KEY=VALUE, or as a variant row: "
+                  f"--methods '{escape(cls.name)}\\[KEY=VALUE,...]'")
+    t = RichTable(title="Options", title_justify="left")
     for col in ("option", "type", "default"):
         t.add_column(col)
     for row in opts:

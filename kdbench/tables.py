@@ -479,7 +479,7 @@ def resolve_baseline(methods: Sequence[str], baseline: str | None) -> str | None
 def build_tables(cells: Iterable[Mapping[str, Any]], layout: str = "default", baseline: str | None = None,
                  references: References | None = None,
                  task_domains: Mapping[str, Sequence[str]] | None = None,
-                 method_order: Sequence[str] = (), n_boot: int = N_BOOT) -> list[Table]:
+                 method_order: Sequence[str] = (), n_boot: int = N_BOOT, split: bool = True) -> list[Table]:
     """Every table of a set of cells: per task × fraction a main table, then per task with several
     fractions a data-scarce table. ``task_domains`` gives the paper layout its columns (all of a
     task's domains, so missing ones show); otherwise the columns are the domains that were run."""
@@ -489,11 +489,11 @@ def build_tables(cells: Iterable[Mapping[str, Any]], layout: str = "default", ba
     # Tables never mix teachers trained with and without the target domain (--teacher-domains):
     # one set of tables per setting; cells the setting does not affect (None) appear in each.
     settings = sorted({c.get("teacher_domains") for c in cells} - {None}, key=lambda s: s != "all")
-    if len(settings) > 1 or settings == ["others"]:
+    if split and (len(settings) > 1 or settings == ["others"]):
         split: list[Table] = []
         for setting in settings:
             part = build_tables([c for c in cells if c.get("teacher_domains") in (setting, None)], layout,
-                                baseline, references, task_domains, method_order, n_boot)
+                                baseline, references, task_domains, method_order, n_boot, split=False)
             for t in part:
                 t.title += " · cross-domain teachers: " + ("all domains" if setting == "all"
                                                             else "other domains only (target held out)")
