@@ -490,15 +490,15 @@ def build_tables(cells: Iterable[Mapping[str, Any]], layout: str = "default", ba
     # one set of tables per setting; cells the setting does not affect (None) appear in each.
     settings = sorted({c.get("teacher_domains") for c in cells} - {None}, key=lambda s: s != "all")
     if split and (len(settings) > 1 or settings == ["others"]):
-        split: list[Table] = []
+        per_setting: list[Table] = []
         for setting in settings:
             part = build_tables([c for c in cells if c.get("teacher_domains") in (setting, None)], layout,
                                 baseline, references, task_domains, method_order, n_boot, split=False)
             for t in part:
                 t.title += " · cross-domain teachers: " + ("all domains" if setting == "all"
                                                             else "other domains only (target held out)")
-            split.extend(part)
-        return split
+            per_setting.extend(part)
+        return per_setting
     if layout == "ablation":  # every row is tested against full Meta-KD
         from kdbench.grid import ABLATION_METHOD
 
