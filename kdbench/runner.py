@@ -436,7 +436,8 @@ class Runner:
         kind = self.registry.teachers.get(kind_name)()
         ctx = self.teacher_context(kind, domain, state, domains, seed, pool)
         p = self.profile
-        held_out = {} if domain in ctx.train_domains else {"teacher_domains": "others", "target": domain}
+        held_out = ({"teacher_domains": "others", "target": domain}
+                    if self.config.teacher_domains == "others" and domain not in ctx.train_domains else {})
         key = res.config_hash({**held_out,
             "kind": kind_name, "version": kind.version, "model": p.teacher, "train": dataclasses.asdict(p.teacher_train),
             "max_len": p.max_len, "batch_size": p.batch_size, "precision": self.precision, "seed": seed,
