@@ -187,7 +187,11 @@ class Runner:
                               self.config.fraction_all_domains)
 
     def cell_path(self, cell: Cell) -> Path:
-        return res.cells_dir(self.config.results_dir) / f"{cell.key}.json"
+        return res.cells_dir(self.config.results_dir) / f"{self.cell_key(cell)}.json"
+
+    def cell_key(self, cell: Cell) -> str:
+        """The cell's file name: held-out-domain teachers get their own file, so both settings coexist."""
+        return cell.key + ("__teachers-others" if self.held_out_teachers(cell) else "")
 
     def is_done(self, cell: Cell) -> bool:
         old = res.read_json(self.cell_path(cell))
@@ -204,10 +208,10 @@ class Runner:
         old_hash = str(old.get("config_hash"))
         if old_hash == res.config_hash(self.cell_config(cell)) and new_status == "ok":
             return  # the same configuration recomputed (e.g. --no-reuse): nothing to keep apart
-        dest = res.cells_dir(self.config.results_dir) / "superseded" / f"{cell.key}.{old_hash}.json"
+        dest = res.cells_dir(self.config.results_dir) / "superseded" / f"{self.cell_key(cell)}.{old_hash}.json"
         res.atomic_write_bytes(dest, path.read_bytes())
         why = "its recomputation failed" if new_status != "ok" else "its configuration changed"
-        self.summary.superseded.append((cell.key, str(dest), why))
+        self.summary.superseded.append((self.cell_key(cell), str(dest), why))
 
     # ---------------------------------------------------------------------------------------- run
     def run(self) -> RunSummary:
@@ -230,7 +234,7 @@ class Runner:
         self.summary.total, self.summary.skipped = len(self.cells), len(self.cells) - len(todo)
         res.atomic_write_json(self.config.results_dir / "run.json", {
             "config": json.loads(json.dumps(dataclasses.asdict(self.config), default=str)),
-            "profile": self.profile.to_dict(), "cells": [c.key for c in self.cells],
+            "profile": self.profile.to_dict(), "cells": [self.cell_key(c) for c in self.cells],
             "rows": list(self.rows),
             "versions": res.versions(), "device": str(self.device)})
         dev.setup(self.device)
@@ -261,7 +265,7 @@ class Runner:
         if result["status"] == "ok":
             self.summary.ok += 1
         else:
-            self.summary.failed.append((cell.key, result.get("error", "failed")))
+            self.summary.failed.append((self.cell_key(cell), result.get("error", "failed")))
         self.supersede(cell, result["status"])
         res.atomic_write_json(self.cell_path(cell), result)
         pm = self.registry.pm
