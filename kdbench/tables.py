@@ -573,7 +573,13 @@ class Curves:
 
 
 def curves(cells: Iterable[Mapping[str, Any]], method_order: Sequence[str] = ()) -> list[Curves]:
-    """Per task: one panel per domain plus Average, one curve per method (same statistics as the tables)."""
+    """Per task: one panel per domain plus Average, one curve per method (same statistics as the tables).
+
+    Figures never mix teacher settings: with both, they show the default one (all domains)."""
+    cells = list(cells)
+    if any(c.get("teacher_domains") == "others" for c in cells) and any(c.get("teacher_domains") == "all"
+                                                                         for c in cells):
+        cells = [c for c in cells if c.get("teacher_domains") != "others"]
     index = Index(cells, method_order)
     out = []
     for task in index.tasks():

@@ -328,3 +328,5 @@ def test_teacher_settings_are_stated_and_never_mixed() -> None:
     assert all({r.method for r in t.rows} == {"kd", "mix"} for t in out)  # kd (setting-free) in both
     assert any("s mod K" in line for line in out[0].legend)
     assert any("without the target" in line for line in out[1].legend)
+    (curves,) = tables.curves(cells + held)  # figures show the default setting only, never both
+    assert set(curves.methods) == {"kd", "mix"}
