@@ -202,8 +202,8 @@ def cmd_table(args: argparse.Namespace) -> int:
         from kdbench import selection as sel
 
         text = sel.render(selection, "markdown" if fmt == "markdown" else "text")
-        if args.output is None:
-            sys.stdout.write(text)
+        if args.output is None:  # a CSV or LaTeX stream on stdout stays clean: the choices go to stderr
+            (sys.stdout if fmt in ("rich", "markdown") else sys.stderr).write(text)
         else:
             choices = args.output.with_name(args.output.stem + "-selection.md")
             export.write(choices, sel.render(selection, "markdown"))
