@@ -25,11 +25,16 @@ def build_parser() -> Parser:
 
     ls = sub.add_parser("list", help="show every method, task and teacher kind, and broken plugins")
     ls.add_argument("--strict-plugins", action="store_true", help="fail if any plugin fails to load")
+    ls.add_argument("-v", "--verbose", action="store_true", help="also every method's options (type, default)")
+
+    sh = sub.add_parser("show", help="a method's description, teacher and options (type, default)")
+    sh.add_argument("method")
 
     r = sub.add_parser("run", help="run a grid of cells (method × task × domain × fraction × seed)",
                        description="Run every cell of the grid; finished cells are skipped, so rerunning "
                        "resumes. Command-line options override --config, which overrides the defaults.")
-    r.add_argument("--methods", help="comma-separated method names (default: student,kd,teacher)")
+    r.add_argument("--methods", help="comma-separated rows: methods, variants METHOD[KEY=VALUE,...], named "
+                   "variants of --config, or metakd-ablation (default: student,kd,teacher)")
     r.add_argument("--tasks", help="comma-separated task names (default: amazon)")
     r.add_argument("--domains", help="comma-separated domains (default: every domain of each task)")
     r.add_argument("--fractions", help="fractions of the target train split in (0, 1] (default: 1.0)")
@@ -47,6 +52,11 @@ def build_parser() -> Parser:
                    help="apply the fraction to every domain, not only the target (cross-domain teachers)")
     r.add_argument("--set", dest="options", action="append", metavar="METHOD.KEY=VALUE",
                    help="method option, e.g. --set kd.alpha=0.7 (repeatable)")
+    r.add_argument("--sweep", action="append", metavar="METHOD.KEY=V1,V2,...",
+                   help="a variant row per value (repeatable: the product per method), e.g. --sweep kd.temperature=1,2,4")
+    r.add_argument("--teacher-seeds", help="K: student seed s uses the teachers of seed s mod K (default: --seeds)")
+    r.add_argument("--teacher-domains", help="all (default) or others: cross-domain teachers (mix, mtl, meta, "
+                   "multiteacher's) train on every domain but the target")
     r.add_argument("--no-reuse", dest="reuse", action="store_false", default=None,
                    help="retrain teachers in every cell and cache nothing (to measure what reuse saves)")
     r.add_argument("--compile", action="store_true", default=None,
@@ -75,8 +85,11 @@ def build_parser() -> Parser:
                        "baseline (Holm-corrected), best and tied marks, cost, and a data-scarce table when "
                        "several fractions were run.")
     t.add_argument("results_dir", type=Path)
-    t.add_argument("--layout", choices=["default", "paper"], default="default",
-                   help="default: methods × domains per task and fraction; paper: the Meta-KD main table")
+    t.add_argument("--layout", choices=["default", "paper", "ablation"], default="default",
+                   help="default: methods × domains per task and fraction; paper: the Meta-KD main table; "
+                   "ablation: full Meta-KD and its ablations, each tested against full Meta-KD")
+    t.add_argument("--select", choices=["dev"], help="dev: each method at its configuration with the best mean "
+                   "dev accuracy (per domain and fraction), with the configuration chosen and the budget")
     t.add_argument("--format", choices=["rich", "markdown", "latex", "csv"],
                    help="output format (default: from -o's suffix, else rich)")
     t.add_argument("-o", "--output", type=Path, help="write to FILE (atomically) instead of the terminal")
@@ -138,7 +151,15 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from kdbench import registry, report
 
-    report.print_registry(registry.load(strict=args.strict_plugins))
+    report.print_registry(registry.load(strict=args.strict_plugins), verbose=args.verbose)
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from kdbench import registry, report
+
+    reg = registry.load()
+    report.print_method(reg.methods.get(args.method))
     return EXIT_OK
 
 
@@ -190,7 +211,7 @@ def _check_output(path: Path | None) -> None:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from kdbench import export, tables
+    from kdbench import export, results, tables
     from kdbench.api import KDBenchError
 
     _check_results_dir(args.results_dir)
@@ -207,9 +228,26 @@ def cmd_table(args: argparse.Namespace) -> int:
 
         reg = registry.load()
         task_domains = {name: e.cls.domains for name, e in reg.tasks.entries.items()}
-    result = tables.build(args.results_dir, args.layout, args.baseline, refs, task_domains,
-                          resample_seed=args.resample_seed, equivalence_margin=args.equivalence_margin,
-                          warn=_warn)
+    selection = None
+    if args.select == "dev":
+        from kdbench import selection as sel
+
+        if args.layout == "ablation":
+            raise KDBenchError("--select dev picks one configuration per method; the ablation layout shows "
+                               "them all: use one or the other")
+        cells, problems = results.scan_cells(args.results_dir)
+        for line in problems:
+            _warn(line)
+        selection = sel.select_dev(cells)
+        result = tables.build_tables(selection.cells, args.layout, args.baseline, refs, task_domains,
+                                     [m for m in tables.method_order(args.results_dir) if m in selection.budgets]
+                                     or list(selection.budgets), resample_seed=args.resample_seed,
+                                     equivalence_margin=args.equivalence_margin, problems=problems)
+        sel.annotate(result, selection)
+    else:
+        result = tables.build(args.results_dir, args.layout, args.baseline, refs, task_domains,
+                              resample_seed=args.resample_seed, equivalence_margin=args.equivalence_margin,
+                              warn=_warn)
     if not result and (fmt != "rich" or args.output is not None):
         raise KDBenchError(f"no cell results in {args.results_dir}; nothing to write")
     if fmt == "rich":
@@ -223,6 +261,16 @@ def cmd_table(args: argparse.Namespace) -> int:
         sys.stdout.write(export.render(result, fmt))
     else:
         export.write(args.output, export.render(result, fmt))
+    if selection is not None:
+        from kdbench import selection as sel
+
+        text = sel.render(selection, "markdown" if fmt == "markdown" else "text")
+        if args.output is None:  # a CSV or LaTeX stream on stdout stays clean: the choices go to stderr
+            (sys.stdout if fmt in ("rich", "markdown") else sys.stderr).write(text)
+        else:
+            choices = args.output.with_name(args.output.stem + "-selection.md")
+            export.write(choices, sel.render(selection, "markdown"))
+            print(f"wrote {choices}", file=sys.stderr)
     if args.output is not None:
         print(f"wrote {args.output}", file=sys.stderr)
     return EXIT_OK
@@ -295,8 +343,8 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "table": cmd_table, "plot": cmd_plot, "power": cmd_power,
-            "report": cmd_report, "export": cmd_export}
+COMMANDS = {"list": cmd_list, "show": cmd_show, "run": cmd_run, "table": cmd_table, "plot": cmd_plot,
+            "power": cmd_power, "report": cmd_report, "export": cmd_export}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -170,6 +170,33 @@ def parse_list(value: str | list[str] | tuple[str, ...], what: str) -> tuple[str
     return tuple(items)
 
 
+def split_top(text: str) -> list[str]:
+    """Split on commas outside ``[...]``: ``"kd,kd[temperature=4,alpha=0.5]"`` → two items."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise KDBenchError(f"--methods {text!r}: ']' without '['")
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if depth:
+        raise KDBenchError(f"--methods {text!r}: '[' without ']'")
+    return [*out, cur]
+
+
+def parse_methods(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Method rows: names, ``METHOD[KEY=VALUE,...]`` variants and named variants (commas inside
+    ``[...]`` do not split)."""
+    items = split_top(value) if isinstance(value, str) else [str(v) for v in value]
+    return parse_list([v.strip() for v in items], "methods")
+
+
 def parse_fractions(value: str | float | list[Any] | tuple[Any, ...]) -> tuple[float, ...]:
     if _is_real(value):
         value = [value]
@@ -196,15 +223,15 @@ def parse_fractions(value: str | float | list[Any] | tuple[Any, ...]) -> tuple[f
     return tuple(out)
 
 
-def parse_seeds(value: int | str) -> int:
+def parse_seeds(value: int | str, flag: str = "--seeds") -> int:
     if not (_is_int(value) or isinstance(value, str)):
-        raise KDBenchError(f"--seeds: {_short(value)} is not an integer; --seeds N runs seeds 0..N-1")
+        raise KDBenchError(f"{flag}: {_short(value)} is not an integer; {flag} N uses seeds 0..N-1")
     try:
         n = int(str(value).strip())
     except ValueError:
-        raise KDBenchError(f"--seeds: {_short(value)} is not an integer; --seeds N runs seeds 0..N-1") from None
+        raise KDBenchError(f"{flag}: {_short(value)} is not an integer; {flag} N uses seeds 0..N-1") from None
     if n < 1:
-        raise KDBenchError(f"--seeds: {n} < 1; --seeds N runs seeds 0..N-1, so N must be at least 1")
+        raise KDBenchError(f"{flag}: {n} < 1; {flag} N uses seeds 0..N-1, so N must be at least 1")
     return n
 
 
@@ -246,6 +273,79 @@ def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, dict[str,
         if not sep or not dot or not method or not opt:
             raise KDBenchError(f"--set {_short(item)}: expected METHOD.KEY=VALUE, e.g. kd.alpha=0.7")
         out.setdefault(method.strip(), {})[opt.strip()] = val.strip()
+    return out
+
+
+def parse_sweeps(items: list[str] | tuple[str, ...] | dict[str, Any]) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """``["kd.temperature=1,2,4", "kd.alpha=0.5,0.9"]`` → ``(("kd", "temperature", ("1", "2", "4")), ...)``.
+
+    A config file may also give a mapping ``{kd: {temperature: [1, 2, 4]}}``.
+    """
+    if isinstance(items, dict):
+        flat = []
+        for method, opts in items.items():
+            if not isinstance(opts, dict):
+                raise KDBenchError(f"sweep: {method}: expected a mapping of option names to value lists")
+            for key, vals in opts.items():
+                vals = vals if isinstance(vals, (list, tuple)) else [vals]
+                flat.append(f"{method}.{key}=" + ",".join(str(v) for v in vals))
+        items = flat
+    out: list[tuple[str, str, tuple[str, ...]]] = []
+    for item in ([items] if isinstance(items, str) else items):
+        key, sep, val = str(item).partition("=")
+        method, dot, opt = key.partition(".")
+        values = tuple(v.strip() for v in val.split(","))
+        if not sep or not dot or not method.strip() or not opt.strip() or not all(values):
+            raise KDBenchError(f"--sweep {item!r}: expected METHOD.KEY=V1,V2,..., e.g. kd.temperature=1,2,4")
+        if len(set(values)) != len(values):
+            raise KDBenchError(f"--sweep {item!r}: duplicate values")
+        if any((m, k) == (method.strip(), opt.strip()) for m, k, _ in out):
+            raise KDBenchError(f"--sweep {method.strip()}.{opt.strip()} given twice")
+        out.append((method.strip(), opt.strip(), values))
+    return tuple(out)
+
+
+def parse_variants(value: Any) -> dict[str, dict[str, Any]]:
+    """Named variants from a config file: ``{kd-T4: {method: kd, temperature: 4}}``."""
+    if not isinstance(value, dict):
+        raise KDBenchError("variants: expected a mapping NAME: {method: METHOD, OPTION: VALUE, ...}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in value.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("method"), str):
+            raise KDBenchError(f"variants: {name}: expected a mapping with 'method' and its options")
+        if any(ch in str(name) for ch in ",[]/\\ "):
+            raise KDBenchError(f"variants: {name!r}: a variant name may not contain ',', '[', ']', '/' or spaces")
+        out[str(name)] = dict(spec)
+    return out
+
+
+TEACHER_DOMAINS = ("all", "others")
+
+
+def option_text(value: Any) -> str:
+    """Canonical text of an option value in a variant's name: ``4`` not ``4.0``, ``false``, exact floats."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
+
+
+def coerce_option(cls: type[MethodConfig], method: str, key: str, value: Any, where: str) -> Any:
+    """``value`` converted to the type of option ``key`` of ``cls`` (one-line error otherwise)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if key not in fields:
+        from kdbench.registry import did_you_mean
+
+        raise KDBenchError(f"{where}: method {method}: " + did_you_mean("option", key, list(fields)))
+    f = fields[key]
+    default = f.default if f.default is not dataclasses.MISSING else None
+    out = _coerce(value, default, where)
+    if isinstance(default, float) and isinstance(out, int) and not isinstance(out, bool):
+        out = float(out)
+    if default is not None and not isinstance(out, type(default)):
+        raise KDBenchError(f"{where}: {value!r} is not a valid {type(default).__name__}")
     return out
 
 
@@ -340,6 +440,14 @@ class RunConfig:
     log: tuple[str, ...] = ()
     log_dir: Path | None = None  # TensorBoard event files; None: <results-dir>/tensorboard
     mlflow_tracking_uri: str | None = None  # None: MLflow's file store in <results-dir>/mlruns
+    #: named variants usable in ``methods``: ``{name: {"method": m, option: value, ...}}``
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``(method, option, values)``: the product per method expands into variant rows
+    sweep: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    #: K: student seed s uses the teachers of seed s mod K (None: K = seeds, one teacher per seed)
+    teacher_seeds: int | None = None
+    #: ``all``: cross-domain teachers see every domain; ``others``: every domain but the target
+    teacher_domains: str = "all"
 
     @classmethod
     def from_sources(cls, cli: dict[str, Any], config_file: Path | None = None) -> RunConfig:
@@ -485,7 +593,7 @@ def _model(value: Any, key: str) -> str:
 #: :class:`KDBenchError`. A key that is not listed gets one inferred from its default's type
 #: (:func:`validate_option`), so new keys are validated too; list one here for anything finer.
 VALIDATORS: dict[str, Callable[[Any, str], Any]] = {
-    "methods": lambda v, k: parse_list(v, k),
+    "methods": lambda v, k: parse_methods(v) if isinstance(v, (str, list, tuple)) else parse_list(v, k),
     "tasks": lambda v, k: parse_list(v, k),
     "domains": lambda v, k: parse_list(v, k),
     "fractions": lambda v, k: parse_fractions(v),
@@ -511,6 +619,10 @@ VALIDATORS: dict[str, Callable[[Any, str], Any]] = {
     "log": _trackers,
     "log_dir": _path,
     "mlflow_tracking_uri": _text,
+    "variants": lambda v, k: parse_variants(v),
+    "sweep": lambda v, k: parse_sweeps(v),
+    "teacher_seeds": lambda v, k: parse_seeds(v, "--teacher-seeds"),
+    "teacher_domains": _choice(TEACHER_DOMAINS),
 }
 
 

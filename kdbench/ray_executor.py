@@ -68,9 +68,10 @@ def plan(runner: Runner, todo: list[Cell]) -> tuple[dict[str, TeacherJob], dict[
         needs[cell] = []
         if not runner.config.reuse:  # --no-reuse: every cell trains its own teachers
             continue
-        state, domains = runner.task_state(cell.task), runner.cell_domains(cell)
+        state, domains = runner.task_state(cell.task), runner.teacher_data(cell)
+        seed, pool = runner.teacher_seed(cell), runner.teacher_pool(cell)
         for kind, domain in runner.teacher_requests(cell):
-            key = runner.teacher_key(kind, domain, state, domains, cell.seed)[2]
+            key = runner.teacher_key(kind, domain, state, domains, seed, pool)[2]
             jobs.setdefault(key, TeacherJob(key, kind, domain, cell))
             if key not in needs[cell]:
                 needs[cell].append(key)
@@ -119,7 +120,8 @@ def train_teacher(config: RunConfig, job: TeacherJob) -> dict[str, Any]:
     runner = _worker_runner(config)
     trained_before = runner.summary.teachers_trained
     state = runner.task_state(job.cell.task)
-    handle = runner.teacher(job.kind, job.domain, state, runner.cell_domains(job.cell), job.cell.seed, {})
+    handle = runner.teacher(job.kind, job.domain, state, runner.teacher_data(job.cell),
+                            runner.teacher_seed(job.cell), {}, runner.teacher_pool(job.cell))
     assert handle.key == job.key, "teacher key differs between driver and worker (plugin versions?)"
     folder = runner.teachers_root / job.key
     payload: dict[str, Any] = {"key": job.key, "meta": res.read_json(folder / "meta.json"),

@@ -33,7 +33,38 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def print_registry(reg: Registry) -> None:
+def method_options(cls: Any) -> list[tuple[str, str, str]]:
+    """``(name, type, default)`` of each option of a method's Config dataclass."""
+    import dataclasses
+
+    out = []
+    for f in dataclasses.fields(cls.Config):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "—")
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        out.append((f.name, str(kind), repr(default) if isinstance(default, str) else str(default)))
+    return out
+
+
+def print_method(cls: Any) -> None:
+    """``kdbench show METHOD``: what it is, its teacher kind and its options."""
+    console.print(f"[bold]{escape(cls.name)}[/bold]: {escape(cls.description)}")
+    console.print(f"teacher: {escape(cls.teacher)}")
+    opts = method_options(cls)
+    if not opts:
+        console.print("options: none")
+        return
+    console.print(f"set with --set {escape(cls.name)}.KEY=VALUE, or as a variant row: "
+                  f"--methods '{escape(cls.name)}\\[KEY=VALUE,...]'")
+    t = RichTable(title="Options", title_justify="left")
+    for col in ("option", "type", "default"):
+        t.add_column(col)
+    for row in opts:
+        t.add_row(*map(escape, row))
+    console.print(t)
+
+
+def print_registry(reg: Registry, verbose: bool = False) -> None:
     for title, kind, extra in (("Methods", reg.methods, "teacher"), ("Tasks", reg.tasks, "domains"),
                                ("Teacher kinds", reg.teachers, None)):
         t = RichTable(title=title, title_justify="left")
@@ -50,6 +81,15 @@ def print_registry(reg: Registry) -> None:
                 cells.append(",".join(e.cls.domains))  # type: ignore[attr-defined]
             cells += [e.cls.description, f"{e.dist} ({e.source})"]  # type: ignore[attr-defined]
             t.add_row(*map(escape, cells))  # plugin text is shown as written, never as markup
+        console.print(t)
+    if verbose:
+        t = RichTable(title="Method options (--set METHOD.KEY=VALUE, or METHOD[KEY=VALUE,...] in --methods)",
+                      title_justify="left")
+        for col in ("method", "option", "type", "default"):
+            t.add_column(col)
+        for name, e in sorted(reg.methods.entries.items()):
+            for opt in method_options(e.cls):
+                t.add_row(*map(escape, (name, *opt)))
         console.print(t)
     for f in reg.failures:
         console.print(f"[red]plugin {escape(repr(f.name))} ({escape(str(f.dist))}) failed to load:[/red] "
@@ -137,6 +177,8 @@ def print_summary(summary: RunSummary, results_dir: Path) -> None:
                   f"Results: {escape(str(results_dir))}")
     for key, err in summary.failed:
         console.print(f"[red]failed[/red] {escape(key)}: {escape(err)}")
+    for key, path, why in summary.superseded:
+        console.print(f"[yellow]kept[/yellow] the earlier ok result of {escape(key)} ({why}): {escape(path)}")
 
 
 class RichReporter(Reporter):

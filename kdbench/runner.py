@@ -29,7 +29,7 @@ from kdbench.api import (
 )
 from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, apply_fraction, encode, load_tokenizer
-from kdbench.grid import Cell, expand
+from kdbench.grid import Cell, Variant, expand, resolve_rows
 from kdbench.lock import run_lock
 from kdbench.modeling import KDModel, count_parameters, load_model
 from kdbench.trainer import TeacherHandle, accuracy, predict
@@ -60,6 +60,8 @@ class RunSummary:
     ok: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     teachers_trained: int = 0
+    #: earlier ok results whose configuration changed, moved to cells/superseded/: (key, path, why)
+    superseded: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -119,14 +121,17 @@ class Runner:
         self.reporter = reporter or Reporter()
         self.profile: Profile = resolve_profile(config.profile, config.profiles_file, config.teacher,
                                                 config.student)
-        self.cells = expand(config, registry)
+        #: the grid's rows (methods and variants) by name; a variant's options go on top of the
+        #: profile's and --set's options of its method
+        self.rows: dict[str, Variant] = {v.name: v for v in resolve_rows(config, registry)}
+        self.cells = expand(config, registry, list(self.rows.values()))
         self.methods: dict[str, Method] = {}
-        for name in config.methods:
-            cls = registry.methods.get(name)
-            self.methods[name] = cls(method_config(cls.Config, name, self.profile.methods.get(name, {}),
-                                                   config.options.get(name, {})))
+        for name, row in self.rows.items():
+            cls = registry.methods.get(row.method)
+            self.methods[name] = cls(method_config(cls.Config, row.method, self.profile.methods.get(row.method, {}),
+                                                   config.options.get(row.method, {}), row.options_dict()))
         for name in config.options:
-            if name not in self.methods:
+            if name not in {r.method for r in self.rows.values()}:
                 raise KDBenchError(f"--set {name}.…: method {name!r} is not in --methods")
         self.device = dev.resolve_device(config.device)
         self.precision = dev.resolve_precision(config.precision, self.device)
@@ -143,26 +148,95 @@ class Runner:
 
     # ------------------------------------------------------------------------------------- config
     def cell_config(self, cell: Cell) -> dict[str, Any]:
-        """Everything that determines a cell's result; its hash decides whether to recompute."""
+        """Everything that determines a cell's result; its hash decides whether to recompute.
+
+        Entries added for variants, shared teacher seeds and held-out-domain teachers appear only
+        when they change something, so the cells of a plain run keep their config hash.
+        """
         method = self.methods[cell.method]
         task_cls = self.registry.tasks.get(cell.task)
-        return {"cell": dataclasses.asdict(cell), "method_version": method.version,
-                "method_options": dataclasses.asdict(method.config),
-                "task_version": task_cls.version,
-                # only when pinned, so that the hashes of cells of tasks without one do not change
-                **({"data_revision": task_cls.revision} if task_cls.revision else {}),
-                # other methods' options are not this cell's business: only its own (above) count
-                "profile": {k: v for k, v in self.profile.to_dict().items() if k != "methods"},
-                "precision": self.precision, "fraction_all_domains": self.config.fraction_all_domains,
-                "schema": res.SCHEMA_VERSION}
+        out = {"cell": dataclasses.asdict(cell), "method_version": method.version,
+               "method_options": dataclasses.asdict(method.config),
+               "task_version": task_cls.version,
+               # only when pinned, so that the hashes of cells of tasks without one do not change
+               **({"data_revision": task_cls.revision} if task_cls.revision else {}),
+               # other methods' options are not this cell's business: only its own (above) count
+               "profile": {k: v for k, v in self.profile.to_dict().items() if k != "methods"},
+               "precision": self.precision, "fraction_all_domains": self.config.fraction_all_domains,
+               "schema": res.SCHEMA_VERSION}
+        row = self.rows[cell.method]
+        if row.is_variant:
+            out["variant"] = {"method": row.method, "options": row.options_dict()}
+        if self.teacher_seed(cell) != cell.seed:
+            out["teacher_seed"] = self.teacher_seed(cell)
+        if self.held_out_teachers(cell):
+            out["teacher_domains"] = "others"
+        return out
+
+    # ------------------------------------------------------------------------- teacher settings
+    def teacher_seed(self, cell: Cell) -> int:
+        """Student seed s uses the teachers of seed s mod K (``--teacher-seeds K``; default K = seeds)."""
+        k = self.config.teacher_seeds
+        return cell.seed if k is None else cell.seed % k
+
+    def teacher_pool(self, cell: Cell) -> list[str]:
+        """Domains the cell's cross-domain teachers may train on: all, or all but the target."""
+        domains = list(self.task_state(cell.task).domains)
+        if self.config.teacher_domains == "others":
+            return [d for d in domains if d != cell.domain]
+        return domains
+
+    def held_out_teachers(self, cell: Cell) -> bool:
+        """Whether this cell's teachers are trained without the target (``--teacher-domains others``)."""
+        return self.config.teacher_domains == "others" and self.cross_domain_teachers(cell)
+
+    def cross_domain_teachers(self, cell: Cell) -> bool:
+        """Whether ``--teacher-domains`` matters to this cell: not for single-domain teachers, so
+        ``kd`` or ``student`` cells are the same in both settings."""
+        method = self.methods[cell.method]
+        every = list(self.task_state(cell.task).domains)
+        pool = [d for d in every if d != cell.domain]
+        reqs = method.teacher_requests(cell.domain, every)
+        if reqs != method.teacher_requests(cell.domain, pool):
+            return True
+        return any(self.registry.teachers.get(k)().train_domains(cell.domain, every)
+                   != self.registry.teachers.get(k)().train_domains(cell.domain, pool) for k, _ in reqs)
+
+    def teacher_data(self, cell: Cell) -> dict[str, DomainData]:
+        """Every domain's splits as the cell's teachers see them: the fraction applied with the
+        teacher's seed, so that cells sharing a teacher seed share the teacher."""
+        seed = self.teacher_seed(cell)
+        if seed == cell.seed:
+            return self.cell_domains(cell)
+        return apply_fraction(self.task_state(cell.task).domains, cell.domain, cell.fraction, seed,
+                              self.config.fraction_all_domains)
 
     def cell_path(self, cell: Cell) -> Path:
-        return res.cells_dir(self.config.results_dir) / f"{cell.key}.json"
+        return res.cells_dir(self.config.results_dir) / f"{self.cell_key(cell)}.json"
+
+    def cell_key(self, cell: Cell) -> str:
+        """The cell's file name: held-out-domain teachers get their own file, so both settings coexist."""
+        return cell.key + ("__teachers-others" if self.held_out_teachers(cell) else "")
 
     def is_done(self, cell: Cell) -> bool:
         old = res.read_json(self.cell_path(cell))
         return (old is not None and old.get("status") == "ok"
                 and old.get("config_hash") == res.config_hash(self.cell_config(cell)))
+
+    def supersede(self, cell: Cell, new_status: str) -> None:
+        """Before a cell file is replaced: an ok result of another configuration is moved to
+        ``cells/superseded/<key>.<config_hash>.json``, never lost (a failed one is just replaced)."""
+        path = self.cell_path(cell)
+        old = res.read_json(path)
+        if old is None or old.get("status") != "ok":
+            return
+        old_hash = str(old.get("config_hash"))
+        if old_hash == res.config_hash(self.cell_config(cell)) and new_status == "ok":
+            return  # the same configuration recomputed (e.g. --no-reuse): nothing to keep apart
+        dest = res.cells_dir(self.config.results_dir) / "superseded" / f"{self.cell_key(cell)}.{old_hash}.json"
+        res.atomic_write_bytes(dest, path.read_bytes())
+        why = "its recomputation failed" if new_status != "ok" else "its configuration changed"
+        self.summary.superseded.append((self.cell_key(cell), str(dest), why))
 
     # ---------------------------------------------------------------------------------------- run
     def run(self) -> RunSummary:
@@ -229,7 +303,8 @@ class Runner:
         self.summary.total, self.summary.skipped = len(self.cells), len(self.cells) - len(todo)
         res.atomic_write_json(self.config.results_dir / "run.json", {
             "config": json.loads(json.dumps(dataclasses.asdict(self.config), default=str)),
-            "profile": self.profile.to_dict(), "cells": [c.key for c in self.cells],
+            "profile": self.profile.to_dict(), "cells": [self.cell_key(c) for c in self.cells],
+            "rows": list(self.rows),
             "versions": res.versions(), "device": str(self.device)})
         dev.setup(self.device)
         self.reporter.grid_start(self.cells, len(todo))
@@ -277,9 +352,10 @@ class Runner:
         if result["status"] == "ok":
             self.summary.ok += 1
         else:
-            self.summary.failed.append((cell.key, result.get("error", "failed")))
+            self.summary.failed.append((self.cell_key(cell), result.get("error", "failed")))
         if self._student is not None and self._student[0] == cell:
             self.save_student(cell, result)
+        self.supersede(cell, result["status"])
         res.atomic_write_json(self.cell_path(cell), result)
         pm = self.registry.pm
         if pm is not None:
@@ -308,8 +384,14 @@ class Runner:
 
     def result_header(self, cell: Cell) -> dict[str, Any]:
         config = self.cell_config(cell)
+        row = self.rows[cell.method]
         return {"schema": res.SCHEMA_VERSION, "config": config, "config_hash": res.config_hash(config),
                 "method": cell.method, "task": cell.task, "domain": cell.domain,
+                "variant": {"method": row.method, "options": row.options_dict()},
+                "teacher_seeds": self.config.teacher_seeds or self.config.seeds,
+                "teacher_seed": self.teacher_seed(cell),
+                # None: the setting does not matter to this cell (its teachers are single-domain)
+                "teacher_domains": self.config.teacher_domains if self.cross_domain_teachers(cell) else None,
                 "fraction": cell.fraction, "seed": cell.seed, "device": str(self.device),
                 "precision": self.precision, "compile": self.config.compile,
                 "teacher_cache_mb": self.config.teacher_cache_mb, "versions": res.versions(),
@@ -352,17 +434,18 @@ class Runner:
                               self.config.fraction_all_domains)
 
     def teacher_requests(self, cell: Cell) -> list[tuple[str, str]]:
-        return self.methods[cell.method].teacher_requests(cell.domain, list(self.cell_domains(cell)))
+        return self.methods[cell.method].teacher_requests(cell.domain, self.teacher_pool(cell))
 
     def evaluate_cell(self, cell: Cell) -> dict[str, Any]:
         state = self.task_state(cell.task)
         method = self.methods[cell.method]
         domains = self.cell_domains(cell)
+        teacher_domains, teacher_seed, pool = self.teacher_data(cell), self.teacher_seed(cell), self.teacher_pool(cell)
         used: dict[str, dict[str, Any]] = {}
         self._teacher_seconds = 0.0
 
         def get_handle(kind: str, domain: str) -> TeacherHandle:
-            return self.teacher(kind, domain, state, domains, cell.seed, used)
+            return self.teacher(kind, domain, state, teacher_domains, teacher_seed, used, pool)
 
         def tokenize(examples: tuple[Example, ...]) -> Encoded:
             return state.tokenize(tuple(examples), self.profile.max_len)
@@ -372,7 +455,8 @@ class Runner:
                          get_teacher=get_handle, build_student=lambda: self.build_student(state, cell.seed),
                          tokenize=tokenize, progress=self.progress,
                          workdir=self.config.results_dir, reuse=self.config.reuse,
-                         compile=self.config.compile, teacher_cache_mb=self.config.teacher_cache_mb)
+                         compile=self.config.compile, teacher_cache_mb=self.config.teacher_cache_mb,
+                         extras={"teacher_pool": pool})
         dev.seed_everything(cell.seed)
         t0 = time.perf_counter()
         fit = method.fit(ctx)
@@ -424,8 +508,9 @@ class Runner:
                           vocab_size=len(state.tokenizer)).to(self.device)
 
     def teacher_context(self, kind: Teacher, domain: str, state: TaskState,
-                        domains: Mapping[str, DomainData], seed: int) -> TeacherContext:
-        train_domains = kind.train_domains(domain, list(domains))
+                        domains: Mapping[str, DomainData], seed: int,
+                        pool: list[str] | None = None) -> TeacherContext:
+        train_domains = kind.train_domains(domain, list(domains) if pool is None else pool)
         return TeacherContext(task=state.task, target=domain, train_domains=train_domains,
                               domains=domains, seed=seed, profile=self.profile, device=self.device,
                               precision=self.precision,
@@ -434,7 +519,7 @@ class Runner:
                               compile=self.config.compile)
 
     def teacher(self, kind_name: str, domain: str, state: TaskState, domains: Mapping[str, DomainData],
-                seed: int, used: dict[str, dict[str, Any]]) -> TeacherHandle:
+                seed: int, used: dict[str, dict[str, Any]], pool: list[str] | None = None) -> TeacherHandle:
         """The trained teacher of ``kind_name`` for ``domain``: from memory, from disk, or trained now.
 
         The key hashes what determines the teacher: its kind and version, the profile's teacher model
@@ -442,7 +527,7 @@ class Runner:
         Teachers with identical keys (e.g. one mix teacher for every target at fraction 1.0) are
         therefore trained once.
         """
-        kind, ctx, key = self.teacher_key(kind_name, domain, state, domains, seed)
+        kind, ctx, key = self.teacher_key(kind_name, domain, state, domains, seed, pool)
         folder = self.teachers_root / key
         meta = res.read_json(folder / "meta.json")
         head = kind.head_for(domain)
@@ -466,12 +551,18 @@ class Runner:
         return TeacherHandle(handle.model, head, key)
 
     def teacher_key(self, kind_name: str, domain: str, state: TaskState, domains: Mapping[str, DomainData],
-                    seed: int) -> tuple[Teacher, TeacherContext, str]:
-        """The teacher kind, its context and the content hash that names the trained teacher."""
+                    seed: int, pool: list[str] | None = None) -> tuple[Teacher, TeacherContext, str]:
+        """The teacher kind, its context and the content hash that names the trained teacher.
+
+        ``pool``: the domains a cross-domain teacher may train on (default: all of ``domains``); a
+        teacher whose target is not among its training domains is keyed as held out.
+        """
         kind = self.registry.teachers.get(kind_name)()
-        ctx = self.teacher_context(kind, domain, state, domains, seed)
+        ctx = self.teacher_context(kind, domain, state, domains, seed, pool)
         p = self.profile
-        key = res.config_hash({
+        held_out = ({"teacher_domains": "others", "target": domain}
+                    if self.config.teacher_domains == "others" and domain not in ctx.train_domains else {})
+        key = res.config_hash({**held_out,
             "kind": kind_name, "version": kind.version, "model": p.teacher, "train": dataclasses.asdict(p.teacher_train),
             "max_len": p.max_len, "batch_size": p.batch_size, "precision": self.precision, "seed": seed,
             "task": state.task.name, "task_version": state.task.version,

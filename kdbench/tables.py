@@ -65,7 +65,7 @@ FAMILIES = ("primary", "secondary", "teacher")
 #: the Meta-KD main table: teacher block, then student block (rows shown even when not run)
 PAPER_TEACHERS = ("teacher", "teacher:mix", "teacher:mtl", "teacher:meta")
 PAPER_STUDENTS = ("student", "kd", "pkd", "tinybert", "mix", "mtl", "multiteacher", "metakd")
-LAYOUTS = ("default", "paper")
+LAYOUTS = ("default", "paper", "ablation")
 
 
 # --------------------------------------------------------------------------------------- data
@@ -289,6 +289,10 @@ def _cost(cells: Sequence[Mapping[str, Any]]) -> Cost | None:
 def _row_order(layout: str, present: Sequence[str], extra: Sequence[str]) -> list[tuple[str, str]]:
     """(method, block) in display order; paper layout lists every paper row, run or not."""
     names = list(dict.fromkeys([*present, *extra]))
+    if layout == "ablation":  # Meta-KD's ablation rows only, in the paper's order, run or not
+        from kdbench.grid import ABLATION_ROWS
+
+        return [(m, "") for m, _ in ABLATION_ROWS]
     if layout != "paper":
         return [(m, "") for m in names]
     rows = [(m, "teacher") for m in PAPER_TEACHERS] + [(m, "student") for m in PAPER_STUDENTS]
@@ -531,7 +535,7 @@ def _main_table(index: Index, task: str, fraction: float, layout: str, baseline:
         groups.append([*cells, avg])
         entries = [Entry(_summary(c)) for c in [*cells, avg]]
         rows.append(Row(method, entries, block, _cost([x for c in cells for x in c])))
-    suffix = " · Meta-KD layout" if layout == "paper" else ""
+    suffix = {"paper": " · Meta-KD layout", "ablation": " · Meta-KD ablation"}.get(layout, "")
     table = Table(f"{task} · fraction {fraction:g} · test accuracy (%){suffix}", "main", layout, task, fraction,
                   columns, rows, baseline if baseline in present else None, n_boot=how.n_boot,
                   rejected=index.rejected)
@@ -545,6 +549,10 @@ def _main_table(index: Index, task: str, fraction: float, layout: str, baseline:
         table.notes.append(f"{index.failed[(task, fraction)]} failed cell(s) not shown; see kdbench run's summary")
     _add_references(table, refs)
     table.legend = _legend(table)
+    if layout == "ablation":
+        from kdbench.grid import ABLATION_ROWS
+
+        table.legend.append("Rows: " + "; ".join(f"{m} = {what}" for m, what in ABLATION_ROWS) + ".")
     return table
 
 
@@ -588,7 +596,8 @@ def build_tables(cells: Iterable[Mapping[str, Any]], layout: str = "default", ba
                  references: References | None = None,
                  task_domains: Mapping[str, Sequence[str]] | None = None,
                  method_order: Sequence[str] = (), n_boot: int = N_BOOT, *, resample_seed: int = 0,
-                 equivalence_margin: float | None = None, problems: Sequence[str] = ()) -> list[Table]:
+                 equivalence_margin: float | None = None, problems: Sequence[str] = (),
+                 split: bool = True) -> list[Table]:
     """Every table of a set of cells: per task × fraction a main table, then per task with several
     fractions a data-scarce table. ``task_domains`` gives the paper layout its columns (all of a
     task's domains, so missing ones show); otherwise the columns are the domains that were run.
@@ -602,9 +611,32 @@ def build_tables(cells: Iterable[Mapping[str, Any]], layout: str = "default", ba
         raise KDBenchError(f"the equivalence margin must be a positive number of points, got {equivalence_margin}")
     if isinstance(resample_seed, bool) or not isinstance(resample_seed, int) or resample_seed < 0:
         raise KDBenchError(f"the resample seed must be a non-negative integer, got {resample_seed}")
+    cells = list(cells)
+    # Tables never mix teachers trained with and without the target domain (--teacher-domains):
+    # one set of tables per setting; cells the setting does not affect (None) appear in each.
+    settings = sorted({c.get("teacher_domains") for c in cells} - {None}, key=lambda s: s != "all")
+    if split and (len(settings) > 1 or settings == ["others"]):
+        per_setting: list[Table] = []
+        for setting in settings:
+            part = build_tables([c for c in cells if c.get("teacher_domains") in (setting, None)], layout,
+                                baseline, references, task_domains, method_order, n_boot,
+                                resample_seed=resample_seed, equivalence_margin=equivalence_margin,
+                                problems=problems, split=False)
+            for t in part:
+                t.title += " · cross-domain teachers: " + ("all domains" if setting == "all"
+                                                            else "other domains only (target held out)")
+            per_setting.extend(part)
+        return per_setting
     how = _Stats(n_boot, resample_seed, equivalence_margin)
-    index = Index(cells, method_order, problems)
-    base = resolve_baseline(index.methods, baseline)
+    if layout == "ablation":  # every row is tested against full Meta-KD
+        from kdbench.grid import ABLATION_METHOD
+
+        cells = [c for c in cells if c.get("method") in {m for m, _ in _row_order("ablation", [], [])}]
+        index = Index(cells, method_order, problems)
+        base = ABLATION_METHOD if ABLATION_METHOD in index.methods else None
+    else:
+        index = Index(cells, method_order, problems)
+        base = resolve_baseline(index.methods, baseline)
     out: list[Table] = []
     for task in index.tasks():
         run_domains = index.domains(task)
@@ -623,14 +655,34 @@ def build_tables(cells: Iterable[Mapping[str, Any]], layout: str = "default", ba
             out.append(_main_table(index, task, fraction, layout, base, cols, references, how))
         if len([f for f in fractions if f in index.data.get(task, {})]) > 1:
             out.append(_scarce_table(index, task, layout, base, domains, references, how))
+    _teacher_legend(out, cells)
     return out
+
+
+def _teacher_legend(tables: Sequence[Table], cells: Sequence[Mapping[str, Any]]) -> None:
+    """State shared teacher seeds (``--teacher-seeds``) and held-out-domain teachers in the legends."""
+    for t in tables:
+        mine = [c for c in cells if c.get("task") == t.task and c.get("status") == "ok"
+                and (t.fraction is None or float(c.get("fraction", -1)) == t.fraction)]
+        shared = sorted({(int(c["teacher_seeds"]), int(c.get("teacher_seed", -1))) for c in mine
+                         if isinstance(c.get("teacher_seeds"), int)
+                         and c.get("teacher_seed", c.get("seed")) != c.get("seed")})
+        if shared:
+            ks = sorted({k for k, _ in shared})
+            t.legend.append(f"Teacher seeds: K = {', '.join(map(str, ks))} (student seed s uses the teachers of "
+                            "seed s mod K): seeds share teachers, so seed-level tests measure student variance "
+                            "only, not teacher variance.")
+        if any(c.get("teacher_domains") == "others" for c in mine):
+            t.legend.append("Cross-domain teachers (mix, mtl, meta, multiteacher's) were trained without the "
+                            "target domain (--teacher-domains others).")
 
 
 def method_order(results_dir: Path) -> list[str]:
     """The methods of the run's last invocation, in the order given (run.json), if readable."""
     run, _ = res.read_regular_json(results_dir / "run.json")
-    config = run.get("config") if isinstance(run, dict) else None
-    methods = config.get("methods") if isinstance(config, dict) else None
+    run = run if isinstance(run, dict) else {}
+    config = run.get("config") if isinstance(run.get("config"), dict) else {}
+    methods = run.get("rows") or config.get("methods")  # rows: variants resolved
     return [res.clean_name(str(m)) for m in methods] if isinstance(methods, list) else []
 
 
@@ -659,7 +711,13 @@ class Curves:
 
 
 def curves(cells: Iterable[Mapping[str, Any]], method_order: Sequence[str] = ()) -> list[Curves]:
-    """Per task: one panel per domain plus Average, one curve per method (same statistics as the tables)."""
+    """Per task: one panel per domain plus Average, one curve per method (same statistics as the tables).
+
+    Figures never mix teacher settings: with both, they show the default one (all domains)."""
+    cells = list(cells)
+    if any(c.get("teacher_domains") == "others" for c in cells) and any(c.get("teacher_domains") == "all"
+                                                                         for c in cells):
+        cells = [c for c in cells if c.get("teacher_domains") != "others"]
     index = Index(cells, method_order)
     out = []
     for task in index.tasks():

@@ -151,8 +151,14 @@ class DomainBranch(nn.Module):
 
     def forward(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor, domain_ids: torch.Tensor,
                 *, activation: bool = True, include_padding: bool = False) -> torch.Tensor:
+        """``domain_ids`` −1 (a domain the branch was not trained on): the mean domain embedding.
+        ``activation=False`` returns the features before tanh (the official codes' comparison)."""
         content = masked_mean_pool(last_hidden, attention_mask, skip_cls=True, include_padding=include_padding)
-        pre = self.dense(self.embedding(domain_ids) + content)
+        emb = self.embedding(domain_ids.clamp(min=0))
+        unknown = domain_ids < 0
+        if bool(unknown.any()):
+            emb = torch.where(unknown[:, None], self.embedding.weight.mean(dim=0).expand_as(emb), emb)
+        pre = self.dense(emb + content)
         return torch.tanh(pre) if activation else pre
 
 
@@ -368,8 +374,9 @@ def stage1_terms(student: KDModel, teacher: TeacherHandle, distiller: LayerDisti
     meta = teacher.model
     assert isinstance(meta, MetaTeacherModel)
     kw = {"activation": tkd_form != "official", "include_padding": distiller.normalisation == "padded"}
-    with torch.no_grad():
-        g_t = meta.domain_features(t_out.hidden_states[-1], mask, batch["domain"], **kw).float()
+    with torch.no_grad():  # the meta-teacher's own domain index ("teacher_domain") when it differs
+        g_t = meta.domain_features(t_out.hidden_states[-1], mask,
+                                   batch.get("teacher_domain", batch["domain"]), **kw).float()
     g_s = branch(s_out.hidden_states[-1], mask, batch["domain"], **kw)
     tkd = (distiller.project(g_s) - g_t).pow(2).mean(dim=-1)
     if use_expertise_weights:
@@ -415,6 +422,13 @@ class MetaKD(Method):
         else:
             t = [1.0] * len(examples)
         train = ctx.tokenize(examples).with_extra(t=t, domain=[order.index(ctx.target)] * len(examples))
+        # --teacher-domains others: the meta-teacher never saw the target and has no embedding for it;
+        # its domain features for the target use the MEAN of its trained domains' embeddings.
+        pool = list(ctx.extras.get("teacher_pool") or order)
+        if ctx.target not in pool:
+            train = train.with_extra(teacher_domain=[-1] * len(examples))
+        elif pool != list(order):
+            train = train.with_extra(teacher_domain=[pool.index(ctx.target)] * len(examples))
 
         def loss1(batch: dict[str, torch.Tensor]) -> torch.Tensor:
             terms = stage1_terms(student, teacher, distiller, branch, stage1_batch(ctx, batch, cfg),

@@ -6,6 +6,10 @@
   head sees only its domain's examples, the encoder sees all). Checkpoint selection uses the pooled
   dev splits of every domain, each dev example scored with its own domain's head, so the selected
   teacher does not depend on which target asked for it and is shared across targets.
+* Held-out target (``--teacher-domains others``): the teacher trains on the other domains only, so
+  it has no head of the target's own. It is then read through the MEAN of its heads' logits
+  (:class:`MeanOfHeads`, registered under the target's name, with no parameters of its own): the
+  target is treated as an unknown domain to which every trained domain's head contributes equally.
 * Method ``mtl``: a fresh student distilled on the target domain with the TinyBERT objective from
   the mtl teacher read through the TARGET domain's head (the runner's handle carries that head).
 * Method ``teacher:mtl``: the mtl teacher's target head evaluated on the target test set.
@@ -55,6 +59,18 @@ def pooled_dev_accuracy(model: KDModel, ctx: TeacherContext, heads: Sequence[str
     return 100.0 * correct / total if total else float("nan")
 
 
+class MeanOfHeads(torch.nn.Module):
+    """The mean of other heads' logits; holds them outside its own parameters (no state of its own)."""
+
+    def __init__(self, heads: Sequence[torch.nn.Module]) -> None:
+        super().__init__()
+        self._heads = list(heads)  # a plain list: not registered, so the checkpoint does not change
+        self.out_features = int(self._heads[0].out_features)  # what kdbench.trainer.predict reads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([h(x) for h in self._heads]).mean(dim=0)
+
+
 class MTLTeacher(Teacher):
     name = "mtl"
     description = "Multi-task teacher: shared encoder, one head per domain (BERT_B-mtl)"
@@ -67,6 +83,12 @@ class MTLTeacher(Teacher):
 
     def head_for(self, target: str) -> str:
         return target
+
+    def build(self, ctx: TeacherContext) -> KDModel:
+        model = super().build(ctx)
+        if ctx.target not in ctx.train_domains:  # held out: read through the mean of the heads
+            model.heads[ctx.target] = MeanOfHeads([model.heads[d] for d in ctx.train_domains])
+        return model
 
     def fit(self, ctx: TeacherContext) -> FitResult:
         heads = self.heads(ctx.train_domains)

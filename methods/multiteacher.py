@@ -38,7 +38,8 @@ train split is subsampled: the target's teacher here is the very teacher ``kd`` 
 while the teacher of every other domain d trains on d's FULL train split, i.e. it is the teacher of
 d's fraction-1.0 cell. That is intended (the other domains are not data-scarce) and costs no extra
 training when fraction-1.0 cells are in the grid. With ``--fraction-all-domains`` all teachers see
-the subsampled splits. All teachers are used in the cell's result (its ``teachers`` list names one
+the subsampled splits. With ``--teacher-domains others`` the target's own teacher is left out: the
+ensemble is that of the other domains' teachers (a held-out target). All teachers are used in the cell's result (its ``teachers`` list names one
 ``single`` teacher per domain).
 
 Teachers are frozen and run in eval mode, so their logits on a training example never change: they
@@ -111,7 +112,9 @@ class MultiTeacher(Method):
         train = ctx.tokenize(ctx.data.train)
         p = ctx.profile
         per_teacher = []
-        for domain in ctx.domains:  # every domain of the task, the target included
+        # every domain of the task, the target included; with --teacher-domains others, all but the target
+        pool = ctx.extras.get("teacher_pool") or list(ctx.domains)
+        for domain in pool:
             handle = ctx.teacher("single", domain)
             per_teacher.append(predict(handle.model, train, handle.head, ctx.device, ctx.precision,
                                        p.eval_batch_size))
@@ -124,7 +127,7 @@ class MultiTeacher(Method):
                                   temperature=c.temperature)
 
         fit = train_student(ctx, student, loss_fn, p.student_train, stage=self.name, train_data=train)
-        fit.info["teacher_domains"] = list(ctx.domains)
+        fit.info["teacher_domains"] = list(pool)
         return fit
 
 

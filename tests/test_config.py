@@ -166,3 +166,21 @@ def test_builtin_profiles_are_valid():
 
     for name, raw in load_profiles().items():
         validate_profile(name, raw)
+
+
+def test_variant_sweep_and_teacher_options_parse(tmp_path: Path):
+    from kdbench.config import parse_sweeps
+
+    cfg = RunConfig.from_sources({"methods": "kd,kd[temperature=4,alpha=0.5]", "sweep": ["kd.temperature=1,2"],
+                                  "teacher_seeds": "1", "teacher_domains": "others"})
+    assert cfg.methods == ("kd", "kd[temperature=4,alpha=0.5]")
+    assert cfg.sweep == (("kd", "temperature", ("1", "2")),)
+    assert cfg.teacher_seeds == 1 and cfg.teacher_domains == "others"
+    assert parse_sweeps({"kd": {"alpha": [0.5, 0.9]}}) == (("kd", "alpha", ("0.5", "0.9")),)
+    f = tmp_path / "run.yaml"
+    f.write_text("variants:\n  kd-T4: {method: kd, temperature: 4}\nmethods: [kd, kd-T4]\n")
+    assert RunConfig.from_sources({}, f).variants == {"kd-T4": {"method": "kd", "temperature": 4}}
+    for bad in ({"teacher_seeds": "0"}, {"teacher_domains": "some"}, {"sweep": ["kd.temperature"]},
+                {"sweep": ["kd.temperature=1,1"]}, {"methods": "kd[alpha=0.5"}):
+        with pytest.raises(KDBenchError):
+            RunConfig.from_sources(bad)

@@ -42,3 +42,11 @@ def test_summary_prints_errors_and_paths_literally(screen):
     out = screen.getvalue()
     assert "Results: /runs/[exp]" in out
     assert "failed amazon__books__kd__f1__s0: KeyError: ['logits']" in out
+
+
+def test_method_options_show_type_and_default():
+    from kdbench import registry
+    from kdbench.report import method_options
+
+    kd = registry.load().methods.get("kd")
+    assert method_options(kd) == [("alpha", "float", "0.5"), ("temperature", "float", "1.0")]

@@ -282,3 +282,103 @@ def test_tampered_teacher_logits_cache_is_recomputed_with_a_warning(tmp_path):
     after = json.loads(kd.read_text())
     assert after["predictions"] == before["predictions"] and after["train"]["losses"] == before["train"]["losses"]
     assert all(np.abs(np.load(p)).max() < 1e6 for p in caches)  # recomputed in place
+
+
+# ----------------------------------------------------------- variants, cell identity, teacher settings
+# On the in-memory toy task (no data needed), tiny profile: seconds per cell.
+def toy(tmp: Path, **kw) -> RunConfig:
+    base = {"profile": "tiny", "tasks": "toy", "domains": "garden", "fractions": "0.25", "methods": "student",
+            "results_dir": tmp, "cache_dir": tmp / "cache"}
+    return RunConfig.from_sources({**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def toy_reg():
+    from kdbench.testing import toy_plugin
+
+    return registry.load([toy_plugin()])
+
+
+def read_cells(path: Path) -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted((path / "cells").glob("*.json"))}
+
+
+def test_variants_are_rows_with_their_own_cells(tmp_path, toy_reg):
+    from kdbench.tables import build_tables
+
+    summary = runner.run(toy(tmp_path, methods="kd,kd[temperature=4]", options=["kd.alpha=0.7"]), toy_reg)
+    assert summary.ok == 2 and summary.teachers_trained == 1  # the variant shares kd's teacher
+    cells = {c["method"]: c for c in read_cells(tmp_path).values()}
+    assert set(cells) == {"kd", "kd[temperature=4]"}
+    kd, t4 = cells["kd"], cells["kd[temperature=4]"]
+    assert kd["config"]["method_options"] == {"alpha": 0.7, "temperature": 1.0}  # --set: kd's own row ...
+    assert t4["config"]["method_options"] == {"alpha": 0.7, "temperature": 4.0}  # ... under the variant's options
+    assert "variant" not in kd["config"] and t4["config"]["variant"] == {"method": "kd", "options": {"temperature": 4.0}}
+    assert {r.method for r in build_tables(read_cells(tmp_path).values(), n_boot=100)[0].rows} == \
+        {"kd", "kd[temperature=4]"}
+
+
+def test_close_fractions_write_two_cells(tmp_path, toy_reg):
+    summary = runner.run(toy(tmp_path, fractions="0.1234567,0.1234568"), toy_reg)
+    assert summary.ok == 2
+    assert sorted(read_cells(tmp_path)) == ["toy__garden__student__f0.1234567__s0.json",
+                                            "toy__garden__student__f0.1234568__s0.json"]
+    assert {c["fraction"] for c in read_cells(tmp_path).values()} == {0.1234567, 0.1234568}
+
+
+def test_a_failed_recomputation_keeps_the_earlier_ok_result(tmp_path, toy_reg, monkeypatch):
+    assert runner.run(toy(tmp_path, methods="kd"), toy_reg).ok == 1
+    path = tmp_path / "cells" / "toy__garden__kd__f0.25__s0.json"
+    before = path.read_bytes()
+    old_hash = json.loads(before)["config_hash"]
+
+    def boom(self, cell):
+        raise RuntimeError("recomputation failed")
+
+    monkeypatch.setattr(runner.Runner, "evaluate_cell", boom)
+    summary = runner.run(toy(tmp_path, methods="kd", options=["kd.alpha=0.9"]), toy_reg)  # config changed
+    assert summary.exit_code == 1
+    assert json.loads(path.read_text())["status"] == "failed"
+    kept = tmp_path / "cells" / "superseded" / f"toy__garden__kd__f0.25__s0.{old_hash}.json"
+    assert kept.read_bytes() == before
+    assert summary.superseded == [("toy__garden__kd__f0.25__s0", str(kept), "its recomputation failed")]
+
+
+def test_teacher_seeds_one_trains_each_teacher_once(tmp_path, toy_reg):
+    summary = runner.run(toy(tmp_path, methods="kd", seeds="3", teacher_seeds="1", domains="garden,kitchen"),
+                         toy_reg)
+    assert summary.ok == 6 and summary.teachers_trained == 2  # one per domain, not one per domain and seed
+    cells = read_cells(tmp_path).values()
+    assert {c["teacher_seeds"] for c in cells} == {1} and {c["teacher_seed"] for c in cells} == {0}
+    for domain in ("garden", "kitchen"):
+        keys = {c["teachers"][0]["key"] for c in cells if c["domain"] == domain}
+        assert len(keys) == 1
+    # seed 0 is the default run's cell; seeds 1, 2 record the teacher seed in their config
+    assert ["teacher_seed" in c["config"] for c in sorted(cells, key=lambda c: (c["domain"], c["seed"]))] == \
+        [False, True, True] * 2
+
+
+def test_held_out_domain_teachers_never_see_the_target(tmp_path, toy_reg, monkeypatch):
+    import kdbench_methods.mix as mix
+
+    seen: list[str] = []
+    real = mix.pooled
+
+    def spy(ctx, split):
+        out = real(ctx, split)
+        seen.extend(ex.id for ex in out)
+        return out
+
+    monkeypatch.setattr(mix, "pooled", spy)
+    summary = runner.run(toy(tmp_path, methods="mix,kd", teacher_domains="others"), toy_reg)
+    assert summary.ok == 2 and summary.teachers_trained == 2  # the mix teacher and kd's single teacher
+    assert seen and not any(i.startswith("toy/garden/") for i in seen)  # target garden: never trained on
+    assert any(i.startswith("toy/kitchen/train/") for i in seen)
+    cells = {c["method"]: c for c in read_cells(tmp_path).values()}
+    assert cells["mix"]["teachers"][0]["domains"] == ["kitchen"]
+    assert cells["mix"]["teacher_domains"] == "others" and cells["mix"]["config"]["teacher_domains"] == "others"
+    # kd's single-domain teacher is the same in both settings: its cell is not marked
+    assert cells["kd"]["teacher_domains"] is None and "teacher_domains" not in cells["kd"]["config"]
+    # held-out cells have files of their own, so both settings can share a results directory
+    assert sorted(read_cells(tmp_path)) == ["toy__garden__kd__f0.25__s0.json",
+                                            "toy__garden__mix__f0.25__s0__teachers-others.json"]

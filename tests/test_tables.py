@@ -376,3 +376,36 @@ def test_power_rows_use_the_runs_seed_and_example_variance() -> None:
     assert kd.seed_var == pytest.approx(var.seed) and kd.example_var == pytest.approx(var.example)
     assert kd.seeds == seeds_needed(var, 1.0, m=2)
     assert kd.mde_now == pytest.approx(mde(math.sqrt((var.seed + var.example) / 3), 2))
+
+
+def test_ablation_layout_tests_every_row_against_full_metakd() -> None:
+    from kdbench.grid import ABLATION_ROWS
+
+    names = [m for m, _ in ABLATION_ROWS]
+    accs = {names[0]: 90, names[1]: 85, names[2]: 89, names[3]: 70, names[4]: 88}
+    cells = [cell(m, d, s, accs[m]) for m in names[:4] for d in ("books", "kitchen") for s in range(3)]
+    cells += [cell("kd", "books", 0, 99)]  # not an ablation row: left out of this layout
+    (t,) = build_tables(cells, layout="ablation", n_boot=500)
+    assert [r.method for r in t.rows] == names  # all five rows in the paper's order, γ2 = 0 not run: —
+    assert t.baseline == "metakd" and t.columns == ["books", "kitchen", AVERAGE] and "ablation" in t.title
+    assert all(e.summary is None for e in entry_row(t, names[4]).entries)
+    assert entry_row(t, names[0]).entries[0].comparison is None
+    for m in names[1:4]:  # every other run row is tested against full Meta-KD in every column
+        assert all(e.comparison is not None and e.comparison.baseline == "metakd" for e in entry_row(t, m).entries)
+    assert entry(t, names[3], AVERAGE).comparison.p_adjusted < 0.05  # 70 vs 90: clearly worse
+    assert any("w/o expertise weights" in line for line in t.legend)
+
+
+def test_teacher_settings_are_stated_and_never_mixed() -> None:
+    cells = [cell(m, d, s, 80) for m in ("kd", "mix") for d in ("books", "kitchen") for s in range(2)]
+    for c in cells:
+        c["teacher_seeds"], c["teacher_seed"] = 1, 0
+        c["teacher_domains"] = "all" if c["method"] == "mix" else None
+    held = [{**c, "teacher_domains": "others"} for c in cells if c["method"] == "mix"]
+    out = build_tables(cells + held, n_boot=200)
+    assert len(out) == 2 and "all domains" in out[0].title and "target held out" in out[1].title
+    assert all({r.method for r in t.rows} == {"kd", "mix"} for t in out)  # kd (setting-free) in both
+    assert any("s mod K" in line for line in out[0].legend)
+    assert any("without the target" in line for line in out[1].legend)
+    (curves,) = tables.curves(cells + held)  # figures show the default setting only, never both
+    assert set(curves.methods) == {"kd", "mix"}

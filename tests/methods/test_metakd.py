@@ -239,3 +239,16 @@ def test_ablations_select_distinct_teacher_kinds():
             cls = reg.teachers.get(name)
             assert meta_teacher_kind(cls.use_prototype_weights, cls.use_domain_corruption,
                                      cls.prototype_include_padding) == name
+
+
+def test_unknown_domain_uses_the_mean_embedding():
+    """--teacher-domains others: the meta-teacher never saw the target; id −1 reads the mean embedding."""
+    model = meta_teacher(n_domains=3).eval()
+    b = batch(4, domains=(0, 1))
+    last = model(b["input_ids"], b["attention_mask"], b["token_type_ids"], output_hidden=True).hidden_states[-1]
+    br = model.domain_branch
+    ids = torch.tensor([-1, 0, -1, 2])
+    got = br(last, b["attention_mask"], ids)
+    emb = torch.stack([br.embedding.weight.mean(0), br.embedding.weight[0], br.embedding.weight.mean(0),
+                       br.embedding.weight[2]])
+    assert torch.allclose(got, torch.tanh(br.dense(emb + masked_mean_pool(last, b["attention_mask"]))))

@@ -96,3 +96,16 @@ def test_registered():
     assert {"mix", "mtl"} <= set(reg.teachers.names())
     assert {"mix", "mtl", "teacher:mix", "teacher:mtl", "tinybert", "metakd", "teacher:meta"} <= set(reg.methods.names())
     assert reg.methods.get("teacher:mtl").teacher == "mtl" and reg.methods.get("mix").teacher == "mix"
+
+
+def test_held_out_target_reads_the_mean_of_the_heads():
+    """--teacher-domains others: the mtl teacher has no head of the target; its logits are the heads' mean."""
+    from kdbench_methods.mtl import MeanOfHeads
+
+    model = mtl_model()
+    x = torch.randn(3, 32)
+    model.heads["electronics"] = MeanOfHeads([model.heads[d] for d in DOMAINS])
+    want = sum(model.heads[d](x) for d in DOMAINS) / len(DOMAINS)
+    assert torch.allclose(model.heads["electronics"](x), want, atol=1e-6)
+    assert not any(k.startswith("heads.electronics") for k in model.state_dict())  # the checkpoint is unchanged
+    assert MTLTeacher().train_domains("dvd", ["books", "kitchen"]) == ("books", "kitchen")
