@@ -257,7 +257,7 @@ class Runner:
         from kdbench.modeling import check_model_available
 
         dev.check_thread_env()
-        methods = [self.methods[m] for m in self.config.methods]
+        methods = list(self.methods.values())  # one per row (variants and sweeps resolved)
         check_model_available(self.profile.student, "student")
         if any(m.teacher != "none" for m in methods):
             check_model_available(self.profile.teacher, "teacher")

@@ -663,7 +663,8 @@ def _teacher_legend(tables: Sequence[Table], cells: Sequence[Mapping[str, Any]])
     """State shared teacher seeds (``--teacher-seeds``) and held-out-domain teachers in the legends."""
     for t in tables:
         mine = [c for c in cells if c.get("task") == t.task and c.get("status") == "ok"
-                and (t.fraction is None or float(c.get("fraction", -1)) == t.fraction)]
+                and (t.fraction is None or (isinstance(f := c.get("fraction"), (int, float))
+                                            and float(f) == t.fraction))]
         shared = sorted({(int(c["teacher_seeds"]), int(c.get("teacher_seed", -1))) for c in mine
                          if isinstance(c.get("teacher_seeds"), int)
                          and c.get("teacher_seed", c.get("seed")) != c.get("seed")})
@@ -681,7 +682,7 @@ def method_order(results_dir: Path) -> list[str]:
     """The methods of the run's last invocation, in the order given (run.json), if readable."""
     run, _ = res.read_regular_json(results_dir / "run.json")
     run = run if isinstance(run, dict) else {}
-    config = run.get("config") if isinstance(run.get("config"), dict) else {}
+    config: dict[str, Any] = run["config"] if isinstance(run.get("config"), dict) else {}
     methods = run.get("rows") or config.get("methods")  # rows: variants resolved
     return [res.clean_name(str(m)) for m in methods] if isinstance(methods, list) else []
 

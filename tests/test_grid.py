@@ -85,3 +85,15 @@ def test_cell_keys_are_exact_and_unique(reg):
     slug = method_slug("kd[temperature=4]")
     assert slug.startswith("kd-temperature-4-") and all(ch.isalnum() or ch in "-_." for ch in slug)
     assert method_slug("kd[temperature=4]") != method_slug("kd[temperature=4.5]")
+
+
+def test_a_swept_method_passes_the_up_front_checks(reg, tmp_path):
+    """The up-front checks walk the run's rows: a method replaced by its sweep is not looked up."""
+    from kdbench.runner import Runner
+
+    cfg = RunConfig.from_sources({"methods": "student,kd", "sweep": ["kd.temperature=1,4"], "tasks": "toy",
+                                  "profile": "tiny", "results_dir": str(tmp_path / "r"),
+                                  "cache_dir": str(tmp_path / "c")})
+    runner = Runner(cfg, reg)
+    runner.check_inputs()
+    assert sorted(runner.methods) == ["kd[temperature=1]", "kd[temperature=4]", "student"]
