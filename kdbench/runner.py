@@ -307,6 +307,9 @@ class Runner:
             "rows": list(self.rows),
             "versions": res.versions(), "device": str(self.device)})
         dev.setup(self.device)
+        probe = dev.precision_probe(self.config.precision, self.device) if todo else None
+        if probe and "hint" in probe:
+            self.reporter.message(f"precision: {probe['hint']}")
         self.reporter.grid_start(self.cells, len(todo))
         try:
             if self.config.executor == "ray":
@@ -395,6 +398,8 @@ class Runner:
                 "fraction": cell.fraction, "seed": cell.seed, "device": str(self.device),
                 "precision": self.precision, "compile": self.config.compile,
                 "teacher_cache_mb": self.config.teacher_cache_mb, "versions": res.versions(),
+                # --precision auto on CPU: the measured fp32/bf16 GEMM rates behind the choice
+                "precision_probe": dev.precision_probe(self.config.precision, self.device),
                 "data_revision": self.registry.tasks.get(cell.task).revision,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
