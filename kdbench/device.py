@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,38 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     return precision
+
+
+#: bf16 must beat fp32 GEMM by this factor before the start-up probe suggests it (noise margin)
+BF16_HINT_FACTOR = 1.25
+
+
+@functools.lru_cache(maxsize=4)
+def _gemm_rates(threads: int) -> tuple[float, float]:
+    from kdbench.limits import gemm_rate
+
+    cpu = torch.device("cpu")
+    return tuple(gemm_rate(cpu, p, n=512, min_seconds=0.02, repeats=2).gflops  # type: ignore[return-value]
+                 for p in ("fp32", "bf16"))
+
+
+def precision_probe(requested: str, device: torch.device) -> dict[str, Any] | None:
+    """``--precision auto`` on CPU: measure fp32 and bf16 GEMM (512², ~0.1 s, once per process).
+
+    The choice stays fp32: a faster bf16 GEMM does not make a faster bf16-autocast step (casts and
+    element-wise work; measured in the README), and a precision picked by a noisy measurement would
+    change cells' config hashes from run to run. The probe only adds a ``hint`` when bf16 GEMM is
+    :data:`BF16_HINT_FACTOR` times faster. ``None`` when nothing was measured (explicit precision, GPU).
+    """
+    if requested != "auto" or device.type != "cpu":
+        return None
+    fp32, bf16 = _gemm_rates(torch.get_num_threads())
+    out: dict[str, Any] = {"requested": "auto", "chosen": "fp32", "fp32_gemm_gflops": round(fp32, 2),
+                           "bf16_gemm_gflops": round(bf16, 2), "threads": torch.get_num_threads()}
+    if bf16 >= BF16_HINT_FACTOR * fp32:
+        out["hint"] = (f"bf16 GEMM ran {bf16 / fp32:.1f}x faster than fp32 on this CPU "
+                       f"({bf16:.0f} vs {fp32:.0f} GFLOP/s); try --precision bf16")
+    return out
 
 
 THREAD_VARS = ("KDBENCH_THREADS", "OMP_NUM_THREADS")

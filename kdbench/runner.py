@@ -28,10 +28,11 @@ from kdbench.api import (
     TeacherContext,
 )
 from kdbench.config import method_config, resolve_profile
-from kdbench.data import Encoded, apply_fraction, encode, load_tokenizer
+from kdbench.data import Encoded, apply_fraction, load_tokenizer
 from kdbench.grid import Cell, Variant, expand, resolve_rows
 from kdbench.lock import run_lock
 from kdbench.modeling import KDModel, count_parameters, load_model
+from kdbench.tokcache import encode_cached
 from kdbench.trainer import TeacherHandle, accuracy, predict
 
 if TYPE_CHECKING:
@@ -106,11 +107,12 @@ class TaskState:
     domains: dict[str, DomainData]
     tokenizer: Any
     encoded: dict[tuple[str, ...], Encoded] = field(default_factory=dict)
+    cache_dir: Path | None = None  # token ids cached across runs there (kdbench/tokcache.py)
 
     def tokenize(self, examples: tuple[Example, ...], max_len: int) -> Encoded:
         key = tuple(ex.id for ex in examples)
         if key not in self.encoded:
-            self.encoded[key] = encode(self.tokenizer, examples, max_len)
+            self.encoded[key] = encode_cached(self.tokenizer, examples, max_len, self.cache_dir)
         return self.encoded[key]
 
 
@@ -307,6 +309,9 @@ class Runner:
             "rows": list(self.rows),
             "versions": res.versions(), "device": str(self.device)})
         dev.setup(self.device)
+        probe = dev.precision_probe(self.config.precision, self.device) if todo else None
+        if probe and "hint" in probe:
+            self.reporter.message(f"precision: {probe['hint']}")
         self.reporter.grid_start(self.cells, len(todo))
         try:
             if self.config.executor == "ray":
@@ -395,6 +400,8 @@ class Runner:
                 "fraction": cell.fraction, "seed": cell.seed, "device": str(self.device),
                 "precision": self.precision, "compile": self.config.compile,
                 "teacher_cache_mb": self.config.teacher_cache_mb, "versions": res.versions(),
+                # --precision auto on CPU: the measured fp32/bf16 GEMM rates behind the choice
+                "precision_probe": dev.precision_probe(self.config.precision, self.device),
                 "data_revision": self.registry.tasks.get(cell.task).revision,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
@@ -425,7 +432,8 @@ class Runner:
                 raise KDBenchError(f"task {name!r} ({type(task).__module__}) failed to load its data: {msg}") \
                     from exc
             self.tasks[name] = TaskState(task, domains, load_tokenizer(self.profile, domains,
-                                                                       self.config.cache_path()))
+                                                                       self.config.cache_path()),
+                                         cache_dir=self.config.cache_path())
         return self.tasks[name]
 
     def cell_domains(self, cell: Cell) -> dict[str, DomainData]:

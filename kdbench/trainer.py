@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 import sys
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ import torch
 from kdbench import device as dev
 from kdbench.api import FitResult, KDBenchError, TrainConfig
 from kdbench.data import Encoded, batches
+from kdbench.limits import STEP_TIMER
 from kdbench.modeling import ModelOutput
 
 if TYPE_CHECKING:
@@ -64,13 +66,12 @@ class TeacherHandle:
         return forward(self.model, batch, head or self.head, output_hidden)
 
 
-@torch.no_grad()
 def predict(model: KDModel, enc: Encoded, head: str, device: torch.device, precision: str,
             batch_size: int) -> torch.Tensor:
     """Logits (N, C) in the order of ``enc``; batches are sorted by length to pad little."""
     head_layer: Any = model.heads[head]
-    out = torch.empty((len(enc), int(head_layer.out_features)))
-    with dev.eval_mode(model):
+    out = torch.empty((len(enc), int(head_layer.out_features)))  # a normal tensor: usable as a loss target
+    with dev.eval_mode(model), torch.inference_mode():  # no autograd bookkeeping at all
         for batch in batches(enc, batch_size):
             b = dev.to_device(batch, device)
             with dev.autocast(device, precision):
@@ -145,6 +146,7 @@ def train(model: KDModel, train_data: Encoded, loss_fn: Callable[[dict[str, torc
     for epoch in range(cfg.epochs):
         model.train()
         for batch in batches(train_data, batch_size, rng):
+            t_step = time.perf_counter()  # for STEP_TIMER: the share of a cell outside steps
             b = dev.to_device(batch, device)
             with dev.autocast(device, precision):
                 loss = loss_fn(b)
@@ -154,6 +156,7 @@ def train(model: KDModel, train_data: Encoded, loss_fn: Callable[[dict[str, torc
             sched.step()
             # free the gradients right away; set_to_none also skips a memset
             optim.zero_grad(set_to_none=True)
+            STEP_TIMER.add(time.perf_counter() - t_step)
             pending.append(loss.detach())
             step += 1
             if step % LOG_EVERY == 0 or step == total:

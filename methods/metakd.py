@@ -438,7 +438,8 @@ class MetaKD(Method):
                                             cfg.gamma2, tkd_batch_mean=cfg.tkd_form == "official")
 
         params = [*student.parameters(), *distiller.parameters(), *branch.parameters()]
-        r1 = run_stage1(ctx, student, loss1, params, cfg, stage=self.name, train_data=train)
+        r1 = run_stage1(ctx, student, loss1, params, cfg, stage=self.name, train_data=train,
+                        teacher_key=teacher.key and f"{teacher.key}/{teacher.head}")
         r2 = run_stage2(ctx, student, teacher, cfg, stage=self.name)
         info: dict[str, Any] = {"teacher_kind": cfg.teacher_kind, "projection": distiller.projection is not None,
                                 "prototype_mean": sum(t) / max(1, len(t))}

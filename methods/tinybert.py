@@ -46,6 +46,7 @@ stage helpers by ``metakd``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,7 @@ from kdbench.losses import (
     soft_cross_entropy,
     tinybert_layer_map,
 )
+from kdbench.stagecache import cached_stage
 from kdbench.trainer import INPUTS, cached_teacher, forward, teacher_logits, train_student
 
 if TYPE_CHECKING:
@@ -110,6 +112,10 @@ class TinyBERTConfig(MethodConfig):
             raise ValueError("learning rates must be positive")
         if self.temperature <= 0:
             raise ValueError(f"temperature={self.temperature} must be positive")
+
+
+#: options that only stage 2 reads: a sweep over them reuses stage 1 (see :func:`run_stage1`)
+STAGE2_ONLY = frozenset({"stage2_epochs", "lr_stage2", "temperature", "soft_ce_reduction"})
 
 
 class LayerDistiller(nn.Module):
@@ -191,13 +197,21 @@ def stage1_batch(ctx: FitContext, batch: dict[str, torch.Tensor], config: TinyBE
 
 def run_stage1(ctx: FitContext, student: KDModel, loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
                params: Iterable[nn.Parameter], config: TinyBERTConfig, *, stage: str,
-               train_data: Encoded | None = None) -> FitResult | None:
-    """Intermediate-layer stage: no dev selection (no classifier signal); ``None`` when 0 epochs."""
+               train_data: Encoded | None = None, teacher_key: str = "") -> FitResult | None:
+    """Intermediate-layer stage: no dev selection (no classifier signal); ``None`` when 0 epochs.
+
+    With ``teacher_key`` (the teacher's content hash), an identical stage computed before (e.g. by a
+    cell of a temperature sweep) is restored instead of recomputed (:mod:`kdbench.stagecache`).
+    """
     if config.stage1_epochs == 0:
         return None
     cfg = stage_config(ctx, config.stage1_epochs, config.lr_stage1, schedule=config.stage1_schedule)
-    return train_student(ctx, student, loss_fn, cfg, stage=f"{stage}:stage1", params=list(params),
-                         train_data=train_data, select_on_dev=False)
+    data, params = train_data if train_data is not None else ctx.tokenize(ctx.data.train), list(params)
+    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in STAGE2_ONLY}
+    return cached_stage(ctx, student, params, teacher_key=teacher_key, data=data, train=cfg,
+                        options={"config": type(config).__name__, **options}, stage=f"{stage}:stage1",
+                        compute=lambda: train_student(ctx, student, loss_fn, cfg, stage=f"{stage}:stage1",
+                                                      params=params, train_data=data, select_on_dev=False))
 
 
 def run_stage2(ctx: FitContext, student: KDModel, teacher: TeacherHandle, config: TinyBERTConfig, *,
@@ -251,7 +265,8 @@ def tinybert_distill(ctx: FitContext, teacher: TeacherHandle, config: TinyBERTCo
         hid, att = distiller.terms(s_out, t_out, batch["attention_mask"])
         return (hid + att).mean()
 
-    r1 = run_stage1(ctx, student, loss1, [*student.parameters(), *distiller.parameters()], config, stage=stage)
+    r1 = run_stage1(ctx, student, loss1, [*student.parameters(), *distiller.parameters()], config, stage=stage,
+                    teacher_key=teacher.key and f"{teacher.key}/{teacher.head}")
     r2 = run_stage2(ctx, student, teacher, config, stage=stage)
     return combine(student, r1, r2, stage=stage, projection=distiller.projection is not None)
 
