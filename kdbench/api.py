@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from kdbench.errors import KDBenchError as KDBenchError  # re-exported: plugins raise kdbench.api.KDBenchError
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -29,11 +31,7 @@ if TYPE_CHECKING:
 
     from kdbench.config import Profile
     from kdbench.modeling import KDModel, ModelOutput
-    from kdbench.trainer import TeacherHandle
-
-
-class KDBenchError(Exception):
-    """An error caused by the user's input or environment; the CLI prints it on one line, exit 2."""
+    from kdbench.teachers import TeacherHandle
 
 
 # --------------------------------------------------------------------------------------------- data

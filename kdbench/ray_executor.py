@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdbench import results as res
-from kdbench.api import KDBenchError
+from kdbench.errors import KDBenchError
 
 if TYPE_CHECKING:
     from kdbench.config import RunConfig
@@ -68,13 +68,9 @@ def plan(runner: Runner, todo: list[Cell]) -> tuple[dict[str, TeacherJob], dict[
         needs[cell] = []
         if not runner.config.reuse:  # --no-reuse: every cell trains its own teachers
             continue
-        state, domains = runner.task_state(cell.task), runner.teacher_data(cell)
-        seed, pool = runner.teacher_seed(cell), runner.teacher_pool(cell)
-        for kind, domain in runner.teacher_requests(cell):
-            key = runner.teacher_key(kind, domain, state, domains, seed, pool)[2]
-            jobs.setdefault(key, TeacherJob(key, kind, domain, cell))
-            if key not in needs[cell]:
-                needs[cell].append(key)
+        for spec in runner.teacher_specs(cell):
+            jobs.setdefault(spec.key, TeacherJob(spec.key, spec.kind_name, spec.context.target, cell))
+            needs[cell].append(spec.key)
     return jobs, needs
 
 
@@ -107,7 +103,7 @@ def _worker_runner(config: RunConfig) -> Runner:
     runner = Runner(dataclasses.replace(config, results_dir=scratch, executor="local"),
                     registry.load(strict=config.strict_plugins))
     if config.ray_shared_dir is not None:
-        runner.teachers_root = config.ray_shared_dir / "teachers"
+        runner.teachers.root = config.ray_shared_dir / "teachers"
     dev.setup(runner.device)
     if _worker is not None:  # a worker serves one run at a time: drop an earlier run's scratch
         shutil.rmtree(_worker[1].config.results_dir, ignore_errors=True)
@@ -118,14 +114,13 @@ def _worker_runner(config: RunConfig) -> Runner:
 def train_teacher(config: RunConfig, job: TeacherJob) -> dict[str, Any]:
     """Ray task: train one teacher; return its metadata and (without a shared path) its weights."""
     runner = _worker_runner(config)
-    trained_before = runner.summary.teachers_trained
-    state = runner.task_state(job.cell.task)
-    handle = runner.teacher(job.kind, job.domain, state, runner.teacher_data(job.cell),
-                            runner.teacher_seed(job.cell), {}, runner.teacher_pool(job.cell))
-    assert handle.key == job.key, "teacher key differs between driver and worker (plugin versions?)"
-    folder = runner.teachers_root / job.key
+    spec = runner.teacher_spec(job.cell, job.kind, job.domain)
+    assert spec.key == job.key, "teacher key differs between driver and worker (plugin versions?)"
+    with runner.teachers.cell() as usage:
+        runner.teachers.get(spec)
+    folder = runner.teachers.root / job.key
     payload: dict[str, Any] = {"key": job.key, "meta": res.read_json(folder / "meta.json"),
-                               "trained": runner.summary.teachers_trained - trained_before}
+                               "trained": usage.trained}
     if config.ray_shared_dir is None:
         payload["weights"] = (folder / "model.safetensors").read_bytes()
     return payload
@@ -136,8 +131,8 @@ def compute_cell(config: RunConfig, cell: Cell, *teachers: dict[str, Any]) -> di
     start = time.perf_counter()
     runner = _worker_runner(config)
     for payload in teachers:
-        if "weights" in payload and not (runner.teachers_root / payload["key"] / "meta.json").exists():
-            install_teacher(runner.teachers_root, payload)
+        if "weights" in payload and not (runner.teachers.root / payload["key"] / "meta.json").exists():
+            install_teacher(runner.teachers.root, payload)
     result = runner.cell_result(cell)
     import ray
 
@@ -158,7 +153,7 @@ def stored_teacher(runner: Runner, key: str) -> dict[str, Any] | None:
     workers read it themselves, else from the results directory, shipped as bytes."""
     shared = runner.config.ray_shared_dir
     for folder, ship in ([(shared / "teachers" / key, False)] if shared is not None else []) + [
-            (runner.teachers_root / key, True)]:
+            (runner.teachers.root / key, True)]:
         meta = res.read_json(folder / "meta.json")
         if meta is not None and (folder / "model.safetensors").exists():
             payload: dict[str, Any] = {"key": key, "meta": meta, "trained": 0}
@@ -250,7 +245,7 @@ def _store_teacher(runner: Runner, ref: Any, job: TeacherJob) -> None:
         return
     runner.summary.teachers_trained += payload["trained"]
     if "weights" in payload:  # keep the results directory complete, as a local run leaves it
-        install_teacher(runner.teachers_root, payload)
+        install_teacher(runner.teachers.root, payload)
     runner.reporter.message(f"teacher {job.kind} for {job.cell.task}/{job.domain} [{job.key}]: trained")
 
 

@@ -6,7 +6,6 @@ Built-in methods and tasks are ordinary entry points of the ``kdbench`` distribu
 
 from __future__ import annotations
 
-import difflib
 import importlib.metadata as md
 import os
 from dataclasses import dataclass, field
@@ -15,10 +14,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import pluggy
 
 from kdbench import NAME, hookspecs
-from kdbench.api import KDBenchError, Method, Task, Teacher
+from kdbench.errors import KDBenchError, did_you_mean
 
 if TYPE_CHECKING:
     from types import ModuleType
+
+    from kdbench.api import Method, Task, Teacher
 
 T = TypeVar("T")
 
@@ -28,14 +29,6 @@ DISABLE_AUTOLOAD_ENV = "KDBENCH_DISABLE_PLUGIN_AUTOLOAD"
 
 class UnknownNameError(KDBenchError):
     """An unknown method/task/teacher/domain name; the message carries a suggestion."""
-
-
-def did_you_mean(kind: str, name: str, choices: list[str]) -> str:
-    """One-line message for an unknown ``name`` with the closest valid choice, if any."""
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    shown = " ".join(repr(name if len(name) <= 60 else name[:59] + "…").split())
-    return f"unknown {kind} {shown}{hint} (choose from: {', '.join(sorted(choices))})"
 
 
 @dataclass

@@ -34,8 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from kdbench import results as res
-from kdbench.api import KDBenchError
-from kdbench.registry import did_you_mean
+from kdbench.errors import KDBenchError, did_you_mean
 from kdbench.stats import (
     Comparison,
     StatsError,

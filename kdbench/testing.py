@@ -351,9 +351,7 @@ def _check_teacher_requests(report: ConformanceReport, runner: Any, cell: Any, r
     """The teachers ``fit`` used are exactly the ones ``teacher_requests`` declares (Ray trains those first)."""
     if result.get("status") != "ok":
         return
-    state, domains = runner.task_state(cell.task), runner.teacher_data(cell)
-    declared = {runner.teacher_key(kind, dom, state, domains, runner.teacher_seed(cell), runner.teacher_pool(cell))[2]
-                for kind, dom in runner.teacher_requests(cell)}
+    declared = {spec.key for spec in runner.teacher_specs(cell)}
     used = {t["key"] for t in result.get("teachers", [])}
     report.checks.append(CheckResult(
         "teacher-requests", cell.key, declared == used,

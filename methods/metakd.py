@@ -100,6 +100,7 @@ from kdbench.losses import (
 )
 from kdbench.modeling import KDModel, load_model, parse_tiny
 from kdbench.results import config_hash
+from kdbench.teachers import cached_teacher
 from kdbench.trainer import INPUTS, forward, train_teacher
 from kdbench_methods.mix import pooled
 from kdbench_methods.teacher import TeacherRow
@@ -120,7 +121,7 @@ if TYPE_CHECKING:
     from kdbench.api import DomainData, Example, Task
     from kdbench.config import Profile
     from kdbench.data import Encoded
-    from kdbench.trainer import TeacherHandle
+    from kdbench.teachers import TeacherHandle
 
 GAMMA1 = 0.5  # weight of the domain-corruption term in the meta-teacher loss (paper, official code)
 
@@ -430,8 +431,12 @@ class MetaKD(Method):
         elif pool != list(order):
             train = train.with_extra(teacher_domain=[pool.index(ctx.target)] * len(examples))
 
+        # stage 1 reads the teacher's layers in every step: cached within --teacher-cache-mb, except for
+        # the official padded normalisation, which needs the teacher's states at the padded positions too
+        layers = teacher if cfg.mse_normalisation == "padded" else cached_teacher(ctx, teacher, train)
+
         def loss1(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            terms = stage1_terms(student, teacher, distiller, branch, stage1_batch(ctx, batch, cfg),
+            terms = stage1_terms(student, layers, distiller, branch, stage1_batch(ctx, batch, cfg),
                                  use_prototype_weights=cfg.use_prototype_weights,
                                  use_expertise_weights=cfg.use_expertise_weights, tkd_form=cfg.tkd_form)
             return meta_distill_stage1_loss(terms["hidden"], terms["attention"], terms["tkd"], terms["lam"],

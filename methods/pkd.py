@@ -56,7 +56,8 @@ import torch.nn.functional as F
 from kdbench import hookimpl
 from kdbench.api import FitContext, FitResult, Method, MethodConfig
 from kdbench.losses import kd_kl_per_example, pkd_layer_map, pkd_patient_loss
-from kdbench.trainer import cached_teacher, forward, train_student
+from kdbench.teachers import cached_teacher
+from kdbench.trainer import forward, train_student
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

@@ -62,7 +62,8 @@ from kdbench.losses import (
     soft_cross_entropy,
     tinybert_layer_map,
 )
-from kdbench.trainer import INPUTS, cached_teacher, forward, teacher_logits, train_student
+from kdbench.teachers import cached_teacher, teacher_logits
+from kdbench.trainer import INPUTS, forward, train_student
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -70,7 +71,7 @@ if TYPE_CHECKING:
     from kdbench.api import TrainConfig
     from kdbench.data import Encoded
     from kdbench.modeling import KDModel, ModelOutput
-    from kdbench.trainer import TeacherHandle
+    from kdbench.teachers import TeacherHandle
 
 
 _CHOICES = {

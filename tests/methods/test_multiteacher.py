@@ -13,7 +13,7 @@ from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, collate
 from kdbench.losses import hinton_kd_loss
 from kdbench.modeling import load_model
-from kdbench.trainer import TeacherHandle
+from kdbench.teachers import TeacherHandle
 from kdbench_methods import multiteacher as mt
 from kdbench_methods.multiteacher import MultiTeacher, MultiTeacherConfig, ensemble_logits
 
