@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdbench import hookimpl
-from kdbench.api import KDBenchError
+from kdbench.errors import KDBenchError
 
 if TYPE_CHECKING:
     from kdbench.config import RunConfig
