@@ -9,7 +9,7 @@ Lifecycle hooks let a plugin observe a run (logging, notifications) without touc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from kdbench.api import Method, Task, Teacher
     from kdbench.config import RunConfig
     from kdbench.grid import Cell
+    from kdbench.results import CellResult
 
 hookspec = pluggy.HookspecMarker("kdbench")
 
@@ -82,10 +83,12 @@ def kdbench_dev_eval(cell: Cell | None, stage: str, step: int, epoch: int, dev_a
 
 
 @hookspec
-def kdbench_cell_finish(cell: Cell, result: dict[str, Any]) -> None:
+def kdbench_cell_finish(cell: Cell, result: CellResult) -> None:
     """Called after a cell's result file was written, with the stored result (status ok or failed).
 
-    Fires on the driver under every executor. ``result`` is the cell file's content: ``status``,
+    Fires on the driver under every executor. ``result`` is a :class:`kdbench.results.CellResult`
+    (typed fields, and a read-only mapping of the cell file's content, so ``result["metrics"]`` and
+    ``result.get("error")`` work as on the file's JSON object): ``status``,
     ``metrics`` (``test_accuracy``, ``dev_accuracy``), ``timing``, ``params``, ``config``,
     ``train`` (``losses``: the training-loss curve, one point every ``LOG_EVERY`` steps and at each
     epoch's end; a two-stage method's stages in order) and, when failed, ``error``.

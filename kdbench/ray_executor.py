@@ -39,6 +39,7 @@ from kdbench.errors import KDBenchError
 if TYPE_CHECKING:
     from kdbench.config import RunConfig
     from kdbench.grid import Cell
+    from kdbench.results import CellResult
     from kdbench.runner import Runner
 
 INSTALL_HINT = "pip install 'kdbench[ray]'"
@@ -126,7 +127,7 @@ def train_teacher(config: RunConfig, job: TeacherJob) -> dict[str, Any]:
     return payload
 
 
-def compute_cell(config: RunConfig, cell: Cell, *teachers: dict[str, Any]) -> dict[str, Any]:
+def compute_cell(config: RunConfig, cell: Cell, *teachers: dict[str, Any]) -> CellResult:
     """Ray task: install the cell's teachers, then train and evaluate it exactly as locally."""
     start = time.perf_counter()
     runner = _worker_runner(config)
@@ -136,8 +137,8 @@ def compute_cell(config: RunConfig, cell: Cell, *teachers: dict[str, Any]) -> di
     result = runner.cell_result(cell)
     import ray
 
-    result["executor"] = {"name": "ray", "node": ray.util.get_node_ip_address(),
-                          "seconds": round(time.perf_counter() - start, 3)}
+    result.executor = {"name": "ray", "node": ray.util.get_node_ip_address(),
+                       "seconds": round(time.perf_counter() - start, 3)}
     return result
 
 
@@ -226,7 +227,7 @@ def _collect(runner: Runner, training: dict[Any, TeacherJob], cells: dict[Any, t
             except ray.exceptions.RayError as exc:
                 result = runner.failed_result(cell, "ray: " + _one_line(exc), traceback.format_exc())
             # the time the cell took on its worker, not the time it also spent queued for one
-            seconds = result.get("executor", {}).get("seconds", time.perf_counter() - submitted)
+            seconds = (result.executor or {}).get("seconds", time.perf_counter() - submitted)
             runner.record(cell, result, seconds)
     except KeyboardInterrupt:
         for ref in outstanding:

@@ -30,6 +30,7 @@ from kdbench.data import Encoded, apply_fraction, encode, load_tokenizer
 from kdbench.grid import Cell, Variant, expand, resolve_rows
 from kdbench.lock import run_lock
 from kdbench.modeling import KDModel, count_parameters, load_model
+from kdbench.results import CellResult
 from kdbench.teachers import TeacherHandle, TeacherSpec, TeacherStore, TeacherUsage
 from kdbench.trainer import accuracy, predict
 
@@ -347,22 +348,22 @@ class Runner:
         start = time.perf_counter()
         self.record(cell, self.cell_result(cell), time.perf_counter() - start)
 
-    def record(self, cell: Cell, result: dict[str, Any], seconds: float) -> None:
+    def record(self, cell: Cell, result: CellResult, seconds: float) -> None:
         """Write a cell's result atomically (whoever computed it) and tell the hooks and the reporter."""
-        if result["status"] == "ok":
+        if result.ok:
             self.summary.ok += 1
         else:
-            self.summary.failed.append((self.cell_key(cell), result.get("error", "failed")))
+            self.summary.failed.append((self.cell_key(cell), result.error or "failed"))
         if self._student is not None and self._student[0] == cell:
             self.save_student(cell, result)
-        self.supersede(cell, result["status"])
-        res.atomic_write_json(self.cell_path(cell), result)
+        self.supersede(cell, result.status)
+        res.atomic_write_json(self.cell_path(cell), result.to_json())
         pm = self.registry.pm
         if pm is not None:
             pm.hook.kdbench_cell_finish(cell=cell, result=result)
-        self.reporter.cell_end(cell, result["status"], seconds)
+        self.reporter.cell_end(cell, result.status, seconds)
 
-    def save_student(self, cell: Cell, result: dict[str, Any]) -> None:
+    def save_student(self, cell: Cell, result: CellResult) -> None:
         """``--save-students``: the cell's student as a Hugging Face folder (before its cell file, so
         that a finished cell never lacks its student)."""
         from kdbench import export_model
@@ -370,7 +371,7 @@ class Runner:
         assert self._student is not None
         model, head, tokenizer, check, labels = self._student[1]
         self._student = None
-        if result["status"] != "ok":
+        if not result.ok:
             return
         try:
             card = export_model.card_text(result, self.profile.to_dict(), self.command)
@@ -379,13 +380,13 @@ class Runner:
         except KDBenchError as exc:  # e.g. a student with a non-standard head: the cell itself is fine
             self.reporter.message(f"{cell.key}: student not saved: {exc}")
 
-    def failed_result(self, cell: Cell, error: str, tb: str = "") -> dict[str, Any]:
-        return {**self.result_header(cell), "status": "failed", "error": error, "traceback": tb}
+    def failed_result(self, cell: Cell, error: str, tb: str = "") -> CellResult:
+        return CellResult(**self.result_header(cell), status="failed", error=error, traceback=tb)
 
     def result_header(self, cell: Cell) -> dict[str, Any]:
         config = self.cell_config(cell)
         row = self.rows[cell.method]
-        return {"schema": res.SCHEMA_VERSION, "config": config, "config_hash": res.config_hash(config),
+        return {"config": config, "config_hash": res.config_hash(config),
                 "method": cell.method, "task": cell.task, "domain": cell.domain,
                 "variant": {"method": row.method, "options": row.options_dict()},
                 "teacher_seeds": self.config.teacher_seeds or self.config.seeds,
@@ -398,11 +399,11 @@ class Runner:
                 "data_revision": self.registry.tasks.get(cell.task).revision,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
-    def cell_result(self, cell: Cell) -> dict[str, Any]:
+    def cell_result(self, cell: Cell) -> CellResult:
         """Train and evaluate one cell; a failure becomes a ``failed`` result, not an exception."""
         self.current_cell = cell
         try:
-            return {**self.result_header(cell), "status": "ok", **self.evaluate_cell(cell)}
+            return CellResult(**self.result_header(cell), status="ok", **self.evaluate_cell(cell))
         except (KDBenchError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - a failing cell is recorded; the grid continues

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +50,7 @@ from kdbench.stats import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from pathlib import Path
 
     from kdbench.references import References, Source
@@ -196,7 +197,7 @@ class Index:
         for raw in cells:
             c, problem = res.check_cell(raw)
             if c is None:
-                where = raw.get("_file") if isinstance(raw, dict) else None
+                where = raw.get("_file") if isinstance(raw, Mapping) else None
                 self.rejected.append(f"{where or 'a cell'}: {problem}")
                 continue
             task, fraction = c["task"], c["fraction"]
@@ -660,12 +661,13 @@ def build_tables(cells: Iterable[Mapping[str, Any]], layout: str = "default", ba
 
 def _teacher_legend(tables: Sequence[Table], cells: Sequence[Mapping[str, Any]]) -> None:
     """State shared teacher seeds (``--teacher-seeds``) and held-out-domain teachers in the legends."""
+    checked = [c for c in (res.check_cell(x)[0] for x in cells) if c is not None]  # untrusted input
     for t in tables:
-        mine = [c for c in cells if c.get("task") == t.task and c.get("status") == "ok"
-                and (t.fraction is None or float(c.get("fraction", -1)) == t.fraction)]
-        shared = sorted({(int(c["teacher_seeds"]), int(c.get("teacher_seed", -1))) for c in mine
-                         if isinstance(c.get("teacher_seeds"), int)
-                         and c.get("teacher_seed", c.get("seed")) != c.get("seed")})
+        mine = [c for c in checked if c.get("task") == t.task and c.get("status") == "ok"
+                and (t.fraction is None or c["fraction"] == t.fraction)]
+        shared = sorted({(int(c["teacher_seeds"]), int(c["teacher_seed"])) for c in mine
+                         if isinstance(c.get("teacher_seeds"), int) and isinstance(c.get("teacher_seed"), int)
+                         and c["teacher_seed"] != c["seed"]})
         if shared:
             ks = sorted({k for k, _ in shared})
             t.legend.append(f"Teacher seeds: K = {', '.join(map(str, ks))} (student seed s uses the teachers of "
