@@ -185,7 +185,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         tracking.register(reg, config)
     quiet_libraries()
     command = shlex.join(["kdbench", *args.argv])  # for the model cards of saved students
-    summary = runner.run(config, reg, report.RichReporter(), command=command)
+    reg.pm.register(report.RichReporter(), name="kdbench-reporter")  # the terminal: a plugin on the hooks
+    summary = runner.run(config, reg, command=command)
     report.print_summary(summary, config.results_dir)
     return summary.exit_code
 

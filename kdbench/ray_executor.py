@@ -82,7 +82,7 @@ def plan(runner: Runner, todo: list[Cell]) -> tuple[dict[str, TeacherJob], dict[
 _worker: tuple[str, Runner] | None = None  # (hash of the run's config, its runner)
 
 
-def _worker_runner(config: RunConfig) -> Runner:
+def _worker_runner(config: RunConfig, plugins: list[Any]) -> Runner:
     """This worker's runner for ``config``: results go to its scratch folder, teachers there too or
     to the shared path. Made on the worker's first task of a run and reused by the later ones."""
     global _worker
@@ -102,7 +102,7 @@ def _worker_runner(config: RunConfig) -> Runner:
     scratch = Path(tempfile.mkdtemp(prefix="kdbench-ray-"))
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     runner = Runner(dataclasses.replace(config, results_dir=scratch, executor="local"),
-                    registry.load(strict=config.strict_plugins))
+                    registry.load(plugins, strict=config.strict_plugins))
     if config.ray_shared_dir is not None:
         runner.teachers.root = config.ray_shared_dir / "teachers"
     dev.setup(runner.device)
@@ -112,9 +112,9 @@ def _worker_runner(config: RunConfig) -> Runner:
     return runner
 
 
-def train_teacher(config: RunConfig, job: TeacherJob) -> dict[str, Any]:
+def train_teacher(config: RunConfig, plugins: list[Any], job: TeacherJob) -> dict[str, Any]:
     """Ray task: train one teacher; return its metadata and (without a shared path) its weights."""
-    runner = _worker_runner(config)
+    runner = _worker_runner(config, plugins)
     spec = runner.teacher_spec(job.cell, job.kind, job.domain)
     assert spec.key == job.key, "teacher key differs between driver and worker (plugin versions?)"
     with runner.teachers.cell() as usage:
@@ -127,10 +127,10 @@ def train_teacher(config: RunConfig, job: TeacherJob) -> dict[str, Any]:
     return payload
 
 
-def compute_cell(config: RunConfig, cell: Cell, *teachers: dict[str, Any]) -> CellResult:
+def compute_cell(config: RunConfig, plugins: list[Any], cell: Cell, *teachers: dict[str, Any]) -> CellResult:
     """Ray task: install the cell's teachers, then train and evaluate it exactly as locally."""
     start = time.perf_counter()
-    runner = _worker_runner(config)
+    runner = _worker_runner(config, plugins)
     for payload in teachers:
         if "weights" in payload and not (runner.teachers.root / payload["key"] / "meta.json").exists():
             install_teacher(runner.teachers.root, payload)
@@ -188,6 +188,8 @@ def run_grid(runner: Runner, todo: list[Cell]) -> None:
         teacher_task = ray.remote(train_teacher).options(**options)
         cell_task = ray.remote(compute_cell).options(**options)
 
+        # plugins given in-process on the driver (not entry points) are shipped to the workers too
+        plugins = ray.put(runner.registry.extra_plugins)
         jobs, needs = plan(runner, todo)
         refs: dict[str, Any] = {}
         training: dict[Any, TeacherJob] = {}
@@ -196,13 +198,14 @@ def run_grid(runner: Runner, todo: list[Cell]) -> None:
             if stored is not None:
                 refs[key] = ray.put(stored)
             else:
-                refs[key] = teacher_task.remote(cfg, job)
+                refs[key] = teacher_task.remote(cfg, plugins, job)
                 training[refs[key]] = job
-                runner.reporter.message(f"teacher {job.kind} for {job.cell.task}/{job.domain} "
-                                        f"(seed {job.cell.seed}) [{key}]: submitted")
+                runner.hook.kdbench_message(text=f"teacher {job.kind} for {job.cell.task}/{job.domain} "
+                                                 f"(seed {job.cell.seed}) [{key}]: submitted")
         cells: dict[Any, tuple[Cell, float]] = {}
         for cell in todo:
-            cells[cell_task.remote(cfg, cell, *(refs[k] for k in needs[cell]))] = (cell, time.perf_counter())
+            runner.hook.kdbench_cell_start(cell=cell)  # on the driver, as the cell is submitted
+            cells[cell_task.remote(cfg, plugins, cell, *(refs[k] for k in needs[cell]))] = (cell, time.perf_counter())
         _collect(runner, training, cells)
     finally:
         if started:
@@ -241,13 +244,13 @@ def _store_teacher(runner: Runner, ref: Any, job: TeacherJob) -> None:
     try:
         payload = ray.get(ref)
     except ray.exceptions.RayError as exc:
-        runner.reporter.message(f"teacher {job.kind} for {job.domain} [{job.key}] failed: {_one_line(exc)}; "
-                                "the cells that need it are recorded as failed")
+        runner.hook.kdbench_message(text=f"teacher {job.kind} for {job.domain} [{job.key}] failed: "
+                                         f"{_one_line(exc)}; the cells that need it are recorded as failed")
         return
     runner.summary.teachers_trained += payload["trained"]
     if "weights" in payload:  # keep the results directory complete, as a local run leaves it
         install_teacher(runner.teachers.root, payload)
-    runner.reporter.message(f"teacher {job.kind} for {job.cell.task}/{job.domain} [{job.key}]: trained")
+    runner.hook.kdbench_message(text=f"teacher {job.kind} for {job.cell.task}/{job.domain} [{job.key}]: trained")
 
 
 def _one_line(exc: BaseException) -> str:

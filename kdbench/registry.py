@@ -82,7 +82,10 @@ class Registry:
     tasks: Kind[Task] = field(default_factory=lambda: Kind("task"))
     teachers: Kind[Teacher] = field(default_factory=lambda: Kind("teacher"))
     failures: list[PluginFailure] = field(default_factory=list)
-    pm: pluggy.PluginManager | None = None
+    #: the plugin manager every hook is called through (the plugins' and kdbench's own reporter)
+    pm: pluggy.PluginManager = field(default_factory=lambda: plugin_manager())
+    #: the plugins passed to :func:`load` besides the entry points (Ray workers load them too)
+    extra_plugins: list[Any] = field(default_factory=list)
 
 
 def plugin_manager() -> pluggy.PluginManager:
@@ -99,7 +102,7 @@ def load(extra_plugins: list[ModuleType | Any] | None = None, strict: bool = Fal
     package does not take the others down; ``strict=True`` makes it fatal instead.
     """
     pm = plugin_manager()
-    reg = Registry(pm=pm)
+    reg = Registry(pm=pm, extra_plugins=list(extra_plugins or []))
     dists: dict[str, str] = {}
     if autoload is None:
         autoload = not os.environ.get(DISABLE_AUTOLOAD_ENV)

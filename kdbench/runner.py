@@ -42,17 +42,6 @@ if TYPE_CHECKING:
     from kdbench.registry import Registry
 
 
-class Reporter:
-    """Progress callbacks; the CLI passes a rich implementation (see :mod:`kdbench.report`)."""
-
-    def grid_start(self, cells: list[Cell], todo: int) -> None: ...
-    def cell_start(self, cell: Cell) -> None: ...
-    def cell_progress(self, **info: Any) -> None: ...
-    def cell_end(self, cell: Cell, status: str, seconds: float) -> None: ...
-    def message(self, text: str) -> None: ...
-    def grid_end(self) -> None: ...
-
-
 @dataclass
 class RunSummary:
     total: int = 0
@@ -115,10 +104,11 @@ class TaskState:
 
 
 class Runner:
-    def __init__(self, config: RunConfig, registry: Registry, reporter: Reporter | None = None) -> None:
+    def __init__(self, config: RunConfig, registry: Registry) -> None:
         self.config = config
         self.registry = registry
-        self.reporter = reporter or Reporter()
+        #: every event of the run goes out through these hooks (the terminal reporter is one plugin)
+        self.hook = registry.pm.hook
         self.profile: Profile = resolve_profile(config.profile, config.profiles_file, config.teacher,
                                                 config.student)
         #: the grid's rows (methods and variants) by name; a variant's options go on top of the
@@ -140,7 +130,7 @@ class Runner:
         self.teachers = TeacherStore(config.results_dir / "teachers", registry, self.profile, device=self.device,
                                      precision=self.precision, compile=config.compile, reuse=config.reuse,
                                      teacher_domains=config.teacher_domains, progress=self.progress,
-                                     message=lambda text: self.reporter.message(text))
+                                     message=lambda text: self.hook.kdbench_message(text=text))
         self.summary = RunSummary()
         #: the command line that started the run (for exported students' model cards); set by the CLI
         self.command: str | None = None
@@ -300,7 +290,7 @@ class Runner:
         todo = [c for c in self.cells if not self.is_done(c)]
         for cell in todo:
             if self.cell_path(cell).exists() and res.read_json(self.cell_path(cell)) is None:
-                self.reporter.message(f"{self.cell_path(cell)}: unreadable result file; recomputing the cell")
+                self.hook.kdbench_message(text=f"{self.cell_path(cell)}: unreadable result file; recomputing the cell")
         self.summary.total, self.summary.skipped = len(self.cells), len(self.cells) - len(todo)
         res.atomic_write_json(self.config.results_dir / "run.json", {
             "config": json.loads(json.dumps(dataclasses.asdict(self.config), default=str)),
@@ -308,7 +298,7 @@ class Runner:
             "rows": list(self.rows),
             "versions": res.versions(), "device": str(self.device)})
         dev.setup(self.device)
-        self.reporter.grid_start(self.cells, len(todo))
+        self.hook.kdbench_grid_start(cells=self.cells, todo=len(todo))
         try:
             if self.config.executor == "ray":
                 from kdbench import ray_executor
@@ -322,34 +312,27 @@ class Runner:
 
                 export_model.keep_best(self.config.results_dir, self.cells)
         finally:
-            self.reporter.grid_end()
+            self.hook.kdbench_grid_finish()
         return self.summary
 
     def progress(self, **info: Any) -> None:
-        """The trainer's progress: to the reporter, and to the per-step hooks of the plugins."""
-        self.reporter.cell_progress(**info)
-        pm = self.registry.pm
-        if pm is None:
-            return
+        """The trainer's progress, to the per-step hooks."""
         if "dev_accuracy" in info:
-            pm.hook.kdbench_dev_eval(cell=self.current_cell, stage=info.get("stage", ""), step=info["step"],
+            self.hook.kdbench_dev_eval(cell=self.current_cell, stage=info.get("stage", ""), step=info["step"],
                                      epoch=info["epoch"], dev_accuracy=info["dev_accuracy"])
         else:
-            pm.hook.kdbench_train_step(cell=self.current_cell, stage=info.get("stage", ""), step=info["step"],
+            self.hook.kdbench_train_step(cell=self.current_cell, stage=info.get("stage", ""), step=info["step"],
                                        total=info["total"], epoch=info["epoch"], loss=info["loss"],
                                        lr=info.get("lr", float("nan")))
 
     def run_cell(self, cell: Cell) -> None:
         """Compute one cell here and record it (the local executor)."""
-        pm = self.registry.pm
-        if pm is not None:
-            pm.hook.kdbench_cell_start(cell=cell)
-        self.reporter.cell_start(cell)
+        self.hook.kdbench_cell_start(cell=cell)
         start = time.perf_counter()
         self.record(cell, self.cell_result(cell), time.perf_counter() - start)
 
     def record(self, cell: Cell, result: CellResult, seconds: float) -> None:
-        """Write a cell's result atomically (whoever computed it) and tell the hooks and the reporter."""
+        """Write a cell's result atomically (whoever computed it), then tell the hooks."""
         if result.ok:
             self.summary.ok += 1
         else:
@@ -358,10 +341,7 @@ class Runner:
             self.save_student(cell, result)
         self.supersede(cell, result.status)
         res.atomic_write_json(self.cell_path(cell), result.to_json())
-        pm = self.registry.pm
-        if pm is not None:
-            pm.hook.kdbench_cell_finish(cell=cell, result=result)
-        self.reporter.cell_end(cell, result.status, seconds)
+        self.hook.kdbench_cell_finish(cell=cell, result=result, seconds=seconds)
 
     def save_student(self, cell: Cell, result: CellResult) -> None:
         """``--save-students``: the cell's student as a Hugging Face folder (before its cell file, so
@@ -378,7 +358,7 @@ class Runner:
             export_model.save_student(export_model.student_dir(self.config.results_dir, cell.key), model, head,
                                       tokenizer, check, labels, card, self.profile.max_len)
         except KDBenchError as exc:  # e.g. a student with a non-standard head: the cell itself is fine
-            self.reporter.message(f"{cell.key}: student not saved: {exc}")
+            self.hook.kdbench_message(text=f"{cell.key}: student not saved: {exc}")
 
     def failed_result(self, cell: Cell, error: str, tb: str = "") -> CellResult:
         return CellResult(**self.result_header(cell), status="failed", error=error, traceback=tb)
@@ -538,11 +518,9 @@ class Runner:
                           vocab_size=len(state.tokenizer)).to(self.device)
 
 
-def run(config: RunConfig, registry: Registry, reporter: Reporter | None = None,
-        command: str | None = None) -> RunSummary:
-    runner = Runner(config, registry, reporter)
+def run(config: RunConfig, registry: Registry, command: str | None = None) -> RunSummary:
+    runner = Runner(config, registry)
     runner.command = command
-    if registry.pm is not None:
-        registry.pm.hook.kdbench_configure.call_historic(kwargs={"config": config})
+    registry.pm.hook.kdbench_configure.call_historic(kwargs={"config": config})
     return runner.run()
 

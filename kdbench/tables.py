@@ -682,7 +682,8 @@ def method_order(results_dir: Path) -> list[str]:
     """The methods of the run's last invocation, in the order given (run.json), if readable."""
     run, _ = res.read_regular_json(results_dir / "run.json")
     run = run if isinstance(run, dict) else {}
-    config = run.get("config") if isinstance(run.get("config"), dict) else {}
+    raw_config = run.get("config")
+    config = raw_config if isinstance(raw_config, dict) else {}
     methods = run.get("rows") or config.get("methods")  # rows: variants resolved
     return [res.clean_name(str(m)) for m in methods] if isinstance(methods, list) else []
 

@@ -181,8 +181,7 @@ def _run(config: Any, reg: Registry) -> Any:
     from kdbench.runner import Runner
 
     runner = Runner(config, reg)
-    if reg.pm is not None:
-        reg.pm.hook.kdbench_configure.call_historic(kwargs={"config": config})
+    reg.pm.hook.kdbench_configure.call_historic(kwargs={"config": config})
     runner.run()
     return runner
 

@@ -65,8 +65,7 @@ def register(registry: Registry, config: RunConfig) -> list[Any]:
     trackers: list[Any] = []
     for name in config.log:
         tracker = TensorBoardTracker() if name == "tensorboard" else MLflowTracker()
-        if registry.pm is not None:
-            registry.pm.register(tracker, name=f"kdbench-tracking-{name}")
+        registry.pm.register(tracker, name=f"kdbench-tracking-{name}")
         trackers.append(tracker)
     return trackers
 

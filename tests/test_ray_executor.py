@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kdbench import ray_executor, registry, runner
+from kdbench import hookimpl, ray_executor, registry, runner
 from kdbench.config import RunConfig
+from kdbench.results import CellResult
 
 try:
     import ray
@@ -113,15 +114,84 @@ def test_a_worker_keeps_its_runner_and_teachers_between_tasks(tmp_path, data_dir
     tokenizer, stored teachers) ready; a task of another run replaces it and removes its scratch."""
     monkeypatch.setattr(ray_executor, "_worker", None)
     cfg = config(tmp_path / "run", data_dir, cache_dir, executor="ray")
-    worker = ray_executor._worker_runner(cfg)
-    assert ray_executor._worker_runner(cfg) is worker
+    worker = ray_executor._worker_runner(cfg, [])
+    assert ray_executor._worker_runner(cfg, []) is worker
     assert worker.config.results_dir != cfg.results_dir  # its own scratch, never the driver's folder
 
     driver = runner.Runner(cfg, registry.load())
     job = next(iter(ray_executor.plan(driver, driver.cells)[0].values()))
-    first, second = ray_executor.train_teacher(cfg, job), ray_executor.train_teacher(cfg, job)
+    first, second = ray_executor.train_teacher(cfg, [], job), ray_executor.train_teacher(cfg, [], job)
     assert (first["trained"], second["trained"]) == (1, 0)  # the second found it in the scratch
     assert first["weights"] == second["weights"] and first["meta"] == second["meta"]
 
-    other = ray_executor._worker_runner(config(tmp_path / "other", data_dir, cache_dir, executor="ray"))
+    other = ray_executor._worker_runner(config(tmp_path / "other", data_dir, cache_dir, executor="ray"), [])
     assert other is not worker and not worker.config.results_dir.exists()
+
+
+# ------------------------------------------------------------------------- one reporting channel
+class HookRecorder:
+    """Records every run hook the driver sees (the rich reporter is a plugin on the same hooks)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+
+    @hookimpl
+    def kdbench_configure(self, config):
+        self.calls.append(("configure", None))
+
+    @hookimpl
+    def kdbench_grid_start(self, cells, todo):
+        self.calls.append(("grid_start", str(todo)))
+
+    @hookimpl
+    def kdbench_cell_start(self, cell):
+        self.calls.append(("cell_start", cell.key))
+
+    @hookimpl
+    def kdbench_train_step(self, cell, stage, step):
+        self.calls.append(("train_step", cell.key if cell is not None else None))
+
+    @hookimpl
+    def kdbench_dev_eval(self, cell, stage, step):
+        self.calls.append(("dev_eval", cell.key if cell is not None else None))
+
+    @hookimpl
+    def kdbench_message(self, text):
+        self.calls.append(("message", None))
+
+    @hookimpl
+    def kdbench_cell_finish(self, cell, result, seconds):
+        assert isinstance(result, CellResult) and seconds >= 0
+        self.calls.append(("cell_finish", f"{cell.key}:{result.status}"))
+
+    @hookimpl
+    def kdbench_grid_finish(self):
+        self.calls.append(("grid_finish", None))
+
+
+def test_local_and_ray_executors_call_the_same_hooks(tmp_path, local_ray):
+    """On the toy task (no data needed): the driver sees the same run events under both executors;
+    per-step hooks fire where the training runs, so under Ray only the workers see them."""
+    from kdbench.testing import toy_plugin
+
+    seen = {}
+    for executor in ("local", "ray"):
+        rec = HookRecorder()
+        reg = registry.load([toy_plugin()])
+        reg.pm.register(rec)
+        cfg = RunConfig.from_sources({"profile": "tiny", "tasks": "toy", "domains": "garden", "fractions": "0.25",
+                                      "methods": "student,kd", "results_dir": tmp_path / executor,
+                                      "cache_dir": tmp_path / "cache", "executor": executor})
+        summary = runner.run(cfg, reg)
+        assert summary.ok == 2, summary.failed
+        seen[executor] = rec.calls
+    for executor, calls in seen.items():
+        run_events = [c for c in calls if c[0] not in ("train_step", "dev_eval", "message")]
+        assert run_events[:2] == [("configure", None), ("grid_start", "2")] and run_events[-1] == ("grid_finish", None)
+        for key in ("toy__garden__student__f0.25__s0", "toy__garden__kd__f0.25__s0"):
+            mine = [c for c in run_events if c[1] is not None and c[1].split(":")[0] == key]
+            assert mine == [("cell_start", key), ("cell_finish", f"{key}:ok")], (executor, mine)
+        assert len(run_events) == 7 and ("message", None) in calls  # the teacher's training was reported
+    local_steps = [c for c in seen["local"] if c[0] in ("train_step", "dev_eval")]
+    assert local_steps and all(c[1] is not None for c in local_steps)  # every step inside a cell
+    assert not [c for c in seen["ray"] if c[0] in ("train_step", "dev_eval")]  # they fire on the workers
