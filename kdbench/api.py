@@ -163,7 +163,9 @@ class FitContext:
     compile: bool = False
     #: memory budget for a teacher's cached hidden states and attention scores (``--teacher-cache-mb``)
     teacher_cache_mb: float = 2048.0
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: the domains the cell's cross-domain teachers may train on (``--teacher-domains``): all
+    #: domains (None), or all but the target (``others``)
+    teacher_pool: Sequence[str] | None = None
 
     @property
     def data(self) -> DomainData:

@@ -454,7 +454,7 @@ class Runner:
                          tokenize=tokenize, progress=self.progress,
                          workdir=self.config.results_dir, reuse=self.config.reuse,
                          compile=self.config.compile, teacher_cache_mb=self.config.teacher_cache_mb,
-                         extras={"teacher_pool": self.teacher_pool(cell)})
+                         teacher_pool=self.teacher_pool(cell))
         with self.teachers.cell() as usage:
             dev.seed_everything(cell.seed)
             t0 = time.perf_counter()

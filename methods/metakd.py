@@ -425,7 +425,7 @@ class MetaKD(Method):
         train = ctx.tokenize(examples).with_extra(t=t, domain=[order.index(ctx.target)] * len(examples))
         # --teacher-domains others: the meta-teacher never saw the target and has no embedding for it;
         # its domain features for the target use the MEAN of its trained domains' embeddings.
-        pool = list(ctx.extras.get("teacher_pool") or order)
+        pool = list(ctx.teacher_pool or order)
         if ctx.target not in pool:
             train = train.with_extra(teacher_domain=[-1] * len(examples))
         elif pool != list(order):

@@ -113,7 +113,7 @@ class MultiTeacher(Method):
         p = ctx.profile
         per_teacher = []
         # every domain of the task, the target included; with --teacher-domains others, all but the target
-        pool = ctx.extras.get("teacher_pool") or list(ctx.domains)
+        pool = list(ctx.teacher_pool or ctx.domains)
         for domain in pool:
             handle = ctx.teacher("single", domain)
             per_teacher.append(predict(handle.model, train, handle.head, ctx.device, ctx.precision,
