@@ -20,7 +20,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from kdbench.errors import KDBenchError as KDBenchError  # re-exported: plugins raise kdbench.api.KDBenchError
 
@@ -244,8 +244,15 @@ class TeacherContext:
     compile: bool = False
 
 
-class Method(ABC):
+#: a method's option dataclass (``Method.Config``)
+C = TypeVar("C", bound="MethodConfig")
+
+
+class Method(ABC, Generic[C]):
     """A distillation method (or a baseline row such as ``student`` and ``teacher``).
+
+    Generic over its options: ``class KD(Method[KDConfig])`` with ``Config = KDConfig``, so that
+    ``self.config`` is a ``KDConfig`` (no ``isinstance`` check needed).
 
     Set ``name``, ``description`` and ``teacher`` (the teacher kind it needs: ``"none"``,
     ``"single"``, ``"mix"``, ``"mtl"``, ``"meta"``, ``"multi"`` or a custom registered kind).
@@ -259,10 +266,10 @@ class Method(ABC):
     teacher: ClassVar[str] = "none"
     #: set when the loss reads the teacher's hidden states / attention scores
     needs_hidden: ClassVar[bool] = False
-    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    Config: ClassVar[type[Any]] = MethodConfig
 
-    def __init__(self, config: MethodConfig | None = None) -> None:
-        self.config = config if config is not None else self.Config()
+    def __init__(self, config: C | None = None) -> None:
+        self.config: C = config if config is not None else self.Config()
 
     def teacher_requests(self, target: str, domains: Sequence[str]) -> list[tuple[str, str]]:
         """The ``(teacher kind, domain)`` pairs :meth:`fit` will ask ``ctx.teacher`` for.

@@ -290,6 +290,8 @@ def parse_sweeps(items: list[str] | tuple[str, ...] | dict[str, Any]) -> tuple[t
                 vals = vals if isinstance(vals, (list, tuple)) else [vals]
                 flat.append(f"{method}.{key}=" + ",".join(str(v) for v in vals))
         items = flat
+    if not isinstance(items, (str, list, tuple)):
+        raise KDBenchError(f"--sweep: {_short(items)} is not a list of METHOD.KEY=V1,V2,... items")
     out: list[tuple[str, str, tuple[str, ...]]] = []
     for item in ([items] if isinstance(items, str) else items):
         key, sep, val = str(item).partition("=")

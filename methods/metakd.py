@@ -389,7 +389,7 @@ def stage1_terms(student: KDModel, teacher: TeacherHandle, distiller: LayerDisti
     return {"hidden": hid, "attention": att, "tkd": tkd, "lam": lam}
 
 
-class MetaKD(Method):
+class MetaKD(Method[MetaKDConfig]):
     """Meta-KD; options and their official values: see the module docstring and the README's
     `Fidelity to the official code <../README.md#fidelity-to-the-official-code>`_."""
 
@@ -400,12 +400,10 @@ class MetaKD(Method):
     Config = MetaKDConfig
 
     def teacher_requests(self, target: str, domains: Sequence[str]) -> list[tuple[str, str]]:
-        assert isinstance(self.config, MetaKDConfig)
         return [(self.config.teacher_kind, target)]
 
     def fit(self, ctx: FitContext) -> FitResult:
         cfg = self.config
-        assert isinstance(cfg, MetaKDConfig)
         teacher = ctx.teacher(cfg.teacher_kind)
         assert isinstance(teacher.model, MetaTeacherModel)
         order = tuple(ctx.domains)  # the meta-teacher's domain indices (its train_domains)
@@ -460,7 +458,7 @@ class MetaTeacherRowConfig(MethodConfig):
     prototype_include_padding: bool = False
 
 
-class MetaTeacherRow(TeacherRow):
+class MetaTeacherRow(TeacherRow[MetaTeacherRowConfig]):
     name = "teacher:meta"
     description = "The Meta-KD meta-teacher evaluated on the target domain"
     teacher = "meta"
@@ -468,7 +466,6 @@ class MetaTeacherRow(TeacherRow):
 
     def kind(self) -> str:
         c = self.config
-        assert isinstance(c, MetaTeacherRowConfig)
         return meta_teacher_kind(c.use_prototype_weights, c.use_domain_corruption, c.prototype_include_padding)
 
     def teacher_requests(self, target: str, domains: Sequence[str]) -> list[tuple[str, str]]:

@@ -100,7 +100,7 @@ def ensemble_logits(teacher_logits: Sequence[torch.Tensor], temperature: float,
     return temperature * (torch.logsumexp(log_p, dim=0) - math.log(len(teacher_logits)))
 
 
-class MultiTeacher(Method):
+class MultiTeacher(Method[MultiTeacherConfig]):
     name = "multiteacher"
     description = "KD from the averaged soft targets of the single-domain teachers of all domains"
     teacher = "multi"
@@ -108,7 +108,6 @@ class MultiTeacher(Method):
 
     def fit(self, ctx: FitContext) -> FitResult:
         c = self.config
-        assert isinstance(c, MultiTeacherConfig)
         train = ctx.tokenize(ctx.data.train)
         p = ctx.profile
         per_teacher = []

@@ -121,7 +121,7 @@ def pkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
     return loss
 
 
-class PKD(Method):
+class PKD(Method[PKDConfig]):
     """BERT-PKD; see the module docstring and the README's
     `Fidelity to the official code <../README.md#fidelity-to-the-official-code>`_."""
 
@@ -133,7 +133,6 @@ class PKD(Method):
 
     def layer_map(self, n_teacher: int, n_student: int) -> list[int]:
         """Teacher ``hidden_states`` index for each student layer 1..n_student−1."""
-        assert isinstance(self.config, PKDConfig)
         return pkd_layer_map(n_teacher, n_student, self.config.variant)
 
     def loss(self, batch: Mapping[str, torch.Tensor], student: ModelOutput, teacher: ModelOutput | None,
@@ -171,7 +170,6 @@ class PKD(Method):
             return self.loss(batch, forward(student, batch, output_hidden=True), t_out, projection)
 
         cfg = ctx.profile.student_train
-        assert isinstance(self.config, PKDConfig)
         if self.config.lr:
             cfg = cfg.replace(lr=self.config.lr)
         fit = train_student(ctx, student, loss_fn, cfg, stage=self.name, params=params)

@@ -257,7 +257,7 @@ def tinybert_distill(ctx: FitContext, teacher: TeacherHandle, config: TinyBERTCo
     return combine(student, r1, r2, stage=stage, projection=distiller.projection is not None)
 
 
-class TinyBERT(Method):
+class TinyBERT(Method[TinyBERTConfig]):
     """TinyBERT task distillation; options and their official values: see the module docstring and
     the README's `Fidelity to the official code <../README.md#fidelity-to-the-official-code>`_."""
 
@@ -268,7 +268,6 @@ class TinyBERT(Method):
     Config = TinyBERTConfig
 
     def fit(self, ctx: FitContext) -> FitResult:
-        assert isinstance(self.config, TinyBERTConfig)
         return tinybert_distill(ctx, ctx.teacher(self.teacher), self.config, stage=self.name)
 
 
