@@ -58,7 +58,7 @@ def test_options_are_validated():
     with pytest.raises(ValueError, match="at least one teacher"):
         ensemble_logits([], 1.0)
     assert MultiTeacher.teacher == "multi"
-    cfg = method_config(MultiTeacherConfig, "multiteacher", resolve_profile("tiny").methods["multiteacher"])
+    cfg = method_config(MultiTeacherConfig, "multiteacher", resolve_profile("tiny").methods.get("multiteacher", {}))
     assert (cfg.alpha, cfg.temperature, cfg.average) == (0.5, 1.0, "logits")
 
 
