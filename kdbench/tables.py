@@ -661,7 +661,11 @@ def build_tables(cells: Iterable[Mapping[str, Any]], layout: str = "default", ba
 
 def _teacher_legend(tables: Sequence[Table], cells: Sequence[Mapping[str, Any]]) -> None:
     """State shared teacher seeds (``--teacher-seeds``) and held-out-domain teachers in the legends."""
-    checked = [c for c in (res.check_cell(x)[0] for x in cells) if c is not None]  # untrusted input
+    checked = []  # untrusted input: only cells that pass the checks
+    for raw in cells:
+        cell, _problem = res.check_cell(raw)
+        if cell is not None:
+            checked.append(cell)
     for t in tables:
         mine = [c for c in checked if c.get("task") == t.task and c.get("status") == "ok"
                 and (t.fraction is None or c["fraction"] == t.fraction)]
