@@ -19,7 +19,8 @@ from kdbench.config import RunConfig, resolve_profile
 from kdbench.data import batch_order, batches, collate, encode, load_tokenizer
 from kdbench.losses import hinton_kd_loss
 from kdbench.modeling import load_model
-from kdbench.trainer import TeacherHandle, forward, train
+from kdbench.teachers import TeacherHandle
+from kdbench.trainer import forward, train
 from kdbench_tasks.amazon import AmazonTask
 from kdbench_tasks.mnli import MnliTask
 

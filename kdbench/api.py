@@ -20,7 +20,9 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from kdbench.errors import KDBenchError as KDBenchError  # re-exported: plugins raise kdbench.api.KDBenchError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,11 +31,7 @@ if TYPE_CHECKING:
 
     from kdbench.config import Profile
     from kdbench.modeling import KDModel, ModelOutput
-    from kdbench.trainer import TeacherHandle
-
-
-class KDBenchError(Exception):
-    """An error caused by the user's input or environment; the CLI prints it on one line, exit 2."""
+    from kdbench.teachers import TeacherHandle
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -165,7 +163,9 @@ class FitContext:
     compile: bool = False
     #: memory budget for a teacher's cached hidden states and attention scores (``--teacher-cache-mb``)
     teacher_cache_mb: float = 2048.0
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: the domains the cell's cross-domain teachers may train on (``--teacher-domains``): all
+    #: domains (None), or all but the target (``others``)
+    teacher_pool: Sequence[str] | None = None
 
     @property
     def data(self) -> DomainData:
@@ -244,8 +244,15 @@ class TeacherContext:
     compile: bool = False
 
 
-class Method(ABC):
+#: a method's option dataclass (``Method.Config``)
+C = TypeVar("C", bound="MethodConfig")
+
+
+class Method(ABC, Generic[C]):
     """A distillation method (or a baseline row such as ``student`` and ``teacher``).
+
+    Generic over its options: ``class KD(Method[KDConfig])`` with ``Config = KDConfig``, so that
+    ``self.config`` is a ``KDConfig`` (no ``isinstance`` check needed).
 
     Set ``name``, ``description`` and ``teacher`` (the teacher kind it needs: ``"none"``,
     ``"single"``, ``"mix"``, ``"mtl"``, ``"meta"``, ``"multi"`` or a custom registered kind).
@@ -259,10 +266,10 @@ class Method(ABC):
     teacher: ClassVar[str] = "none"
     #: set when the loss reads the teacher's hidden states / attention scores
     needs_hidden: ClassVar[bool] = False
-    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    Config: ClassVar[type[Any]] = MethodConfig
 
-    def __init__(self, config: MethodConfig | None = None) -> None:
-        self.config = config if config is not None else self.Config()
+    def __init__(self, config: C | None = None) -> None:
+        self.config: C = config if config is not None else self.Config()
 
     def teacher_requests(self, target: str, domains: Sequence[str]) -> list[tuple[str, str]]:
         """The ``(teacher kind, domain)`` pairs :meth:`fit` will ask ``ctx.teacher`` for.

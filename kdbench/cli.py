@@ -136,7 +136,7 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
-    from kdbench.api import KDBenchError
+    from kdbench.errors import KDBenchError
 
     try:
         return int(COMMANDS[args.command](args))
@@ -185,13 +185,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         tracking.register(reg, config)
     quiet_libraries()
     command = shlex.join(["kdbench", *args.argv])  # for the model cards of saved students
-    summary = runner.run(config, reg, report.RichReporter(), command=command)
+    reg.pm.register(report.RichReporter(), name="kdbench-reporter")  # the terminal: a plugin on the hooks
+    summary = runner.run(config, reg, command=command)
     report.print_summary(summary, config.results_dir)
     return summary.exit_code
 
 
 def _check_results_dir(path: Path) -> None:
-    from kdbench.api import KDBenchError
+    from kdbench.errors import KDBenchError
 
     if not path.is_dir():
         raise KDBenchError(f"{path} is not a results directory; pass the --results-dir of a run")
@@ -199,7 +200,7 @@ def _check_results_dir(path: Path) -> None:
 
 def _check_output(path: Path | None) -> None:
     """``-o FILE`` must name a file in an existing directory (missing parents are not created)."""
-    from kdbench.api import KDBenchError
+    from kdbench.errors import KDBenchError
 
     if path is None:
         return
@@ -212,7 +213,7 @@ def _check_output(path: Path | None) -> None:
 
 def cmd_table(args: argparse.Namespace) -> int:
     from kdbench import export, results, tables
-    from kdbench.api import KDBenchError
+    from kdbench.errors import KDBenchError
 
     _check_results_dir(args.results_dir)
     _check_output(args.output)
@@ -291,7 +292,7 @@ def _warn(line: str) -> None:
 
 def cmd_power(args: argparse.Namespace) -> int:
     from kdbench import export, tables
-    from kdbench.api import KDBenchError
+    from kdbench.errors import KDBenchError
 
     _check_results_dir(args.results_dir)
     try:

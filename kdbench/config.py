@@ -104,7 +104,7 @@ _TRAIN_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 def validate_profile(name: str, raw: Any, where: str = "") -> None:
     """Types and ranges of every profile setting; one-line :class:`KDBenchError` on the first bad one."""
-    from kdbench.registry import did_you_mean
+    from kdbench.errors import did_you_mean
 
     head = f"{where}profile {name!r}"
     if not isinstance(raw, dict):
@@ -140,7 +140,7 @@ def _short(value: Any, width: int = 60) -> str:
 
 def resolve_profile(name: str, extra: Path | None = None, teacher: str | None = None,
                     student: str | None = None) -> Profile:
-    from kdbench.registry import did_you_mean
+    from kdbench.errors import did_you_mean
 
     profiles = load_profiles(extra)
     if name not in profiles:
@@ -291,7 +291,7 @@ def parse_sweeps(items: list[str] | tuple[str, ...] | dict[str, Any]) -> tuple[t
                 flat.append(f"{method}.{key}=" + ",".join(str(v) for v in vals))
         items = flat
     if not isinstance(items, (str, list, tuple)):
-        raise KDBenchError(f"--sweep: {_short(items)} is not a list of METHOD.KEY=V1,V2,...")
+        raise KDBenchError(f"--sweep: {_short(items)} is not a list of METHOD.KEY=V1,V2,... items")
     out: list[tuple[str, str, tuple[str, ...]]] = []
     for item in ([items] if isinstance(items, str) else items):
         key, sep, val = str(item).partition("=")
@@ -338,7 +338,7 @@ def coerce_option(cls: type[MethodConfig], method: str, key: str, value: Any, wh
     """``value`` converted to the type of option ``key`` of ``cls`` (one-line error otherwise)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if key not in fields:
-        from kdbench.registry import did_you_mean
+        from kdbench.errors import did_you_mean
 
         raise KDBenchError(f"{where}: method {method}: " + did_you_mean("option", key, list(fields)))
     f = fields[key]
@@ -386,7 +386,7 @@ def method_config(cls: type[MethodConfig], method: str, *layers: dict[str, Any])
     for layer in layers:
         for key, val in layer.items():
             if key not in fields:
-                from kdbench.registry import did_you_mean
+                from kdbench.errors import did_you_mean
 
                 raise KDBenchError(f"method {method}: " + did_you_mean("option", key, list(fields)))
             f = fields[key]
@@ -471,7 +471,7 @@ class RunConfig:
                 merged[k.replace("-", "_")] = v
             unknown = sorted(set(merged) - known)
             if unknown:
-                from kdbench.registry import did_you_mean
+                from kdbench.errors import did_you_mean
 
                 raise KDBenchError(f"{config_file}: " + did_you_mean("option", unknown[0], sorted(known)))
             # Every value of the file is checked, also those the command line overrides.
@@ -491,7 +491,7 @@ class RunConfig:
             merged[k] = v
         unknown = sorted(set(merged) - known)
         if unknown:
-            from kdbench.registry import did_you_mean
+            from kdbench.errors import did_you_mean
 
             raise KDBenchError("run config: " + did_you_mean("option", unknown[0], sorted(known)))
         if "data_dir" not in merged and os.environ.get("KDBENCH_DATA_DIR"):
@@ -573,7 +573,7 @@ def _trackers(value: Any, key: str) -> tuple[str, ...]:
     names = parse_list(value, key)
     bad = [t for t in names if t not in TRACKERS]
     if bad:
-        from kdbench.registry import did_you_mean
+        from kdbench.errors import did_you_mean
 
         raise KDBenchError(f"{_flag(key)}: " + did_you_mean("tracker", bad[0], list(TRACKERS)))
     return names

@@ -11,7 +11,7 @@ import io
 import math
 from typing import TYPE_CHECKING
 
-from kdbench.api import KDBenchError
+from kdbench.errors import KDBenchError
 from kdbench.results import clean_name
 
 if TYPE_CHECKING:

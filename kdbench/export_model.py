@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdbench.api import KDBenchError
+from kdbench.errors import KDBenchError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -296,7 +296,7 @@ def export(results_dir: Path, key: str, out: Path) -> Path:
 
     result = res.read_json(res.cells_dir(results_dir) / f"{key}.json")
     if result is None:
-        from kdbench.registry import did_you_mean
+        from kdbench.errors import did_you_mean
 
         keys = [p.stem for p, _ in res.iter_cells(results_dir)]
         raise KDBenchError(f"{results_dir}: " + did_you_mean("cell", key, keys))

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kdbench.api import KDBenchError
+from kdbench.errors import KDBenchError
 from kdbench.registry import UnknownNameError, did_you_mean
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ Lifecycle hooks let a plugin observe a run (logging, notifications) without touc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from kdbench.api import Method, Task, Teacher
     from kdbench.config import RunConfig
     from kdbench.grid import Cell
+    from kdbench.results import CellResult
 
 hookspec = pluggy.HookspecMarker("kdbench")
 
@@ -49,10 +50,28 @@ def kdbench_configure(config: RunConfig) -> None:
 
 
 @hookspec
-def kdbench_cell_start(cell: Cell) -> None:
-    """Called before a cell trains (not for cells skipped because their result exists).
+def kdbench_grid_start(cells: list[Cell], todo: int) -> None:
+    """Before the first cell of a run, on the driver: every cell of the grid, and how many of them
+    will be computed (the others are done already)."""
 
-    Under ``--executor ray`` the driver does not see cells start, so this hook does not fire there.
+
+@hookspec
+def kdbench_message(text: str) -> None:
+    """A one-line notice of the run (a teacher being trained, a result file recomputed, ...)."""
+
+
+@hookspec
+def kdbench_grid_finish() -> None:
+    """After the last cell, on the driver (also when the run stops early, e.g. on Ctrl-C)."""
+
+
+@hookspec
+def kdbench_cell_start(cell: Cell) -> None:
+    """Called on the driver before a cell trains (not for cells skipped because their result exists).
+
+    Under ``--executor ray`` it fires when the cell is submitted to the cluster (cells then run in
+    parallel, so several start before the first finishes); every cell still gets its
+    ``kdbench_cell_start`` before its ``kdbench_cell_finish``.
     """
 
 
@@ -82,11 +101,14 @@ def kdbench_dev_eval(cell: Cell | None, stage: str, step: int, epoch: int, dev_a
 
 
 @hookspec
-def kdbench_cell_finish(cell: Cell, result: dict[str, Any]) -> None:
+def kdbench_cell_finish(cell: Cell, result: CellResult, seconds: float) -> None:
     """Called after a cell's result file was written, with the stored result (status ok or failed).
 
-    Fires on the driver under every executor. ``result`` is the cell file's content: ``status``,
+    Fires on the driver under every executor. ``result`` is a :class:`kdbench.results.CellResult`
+    (typed fields, and a read-only mapping of the cell file's content, so ``result["metrics"]`` and
+    ``result.get("error")`` work as on the file's JSON object): ``status``,
     ``metrics`` (``test_accuracy``, ``dev_accuracy``), ``timing``, ``params``, ``config``,
     ``train`` (``losses``: the training-loss curve, one point every ``LOG_EVERY`` steps and at each
-    epoch's end; a two-stage method's stages in order) and, when failed, ``error``.
+    epoch's end; a two-stage method's stages in order) and, when failed, ``error``. ``seconds``: how
+    long the cell took where it was computed (under Ray, on its worker, without queueing).
     """

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from kdbench import export
 from kdbench import results as res
-from kdbench.api import KDBenchError
+from kdbench.errors import KDBenchError
 from kdbench.tables import AVERAGE
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from kdbench.api import KDBenchError
+from kdbench.errors import KDBenchError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

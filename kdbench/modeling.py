@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from kdbench.api import KDBenchError
+from kdbench.errors import KDBenchError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -12,7 +12,7 @@ import io
 import math
 from typing import TYPE_CHECKING
 
-from kdbench.api import KDBenchError
+from kdbench.errors import KDBenchError
 from kdbench.tables import AVERAGE
 
 if TYPE_CHECKING:

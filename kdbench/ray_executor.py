@@ -34,11 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdbench import results as res
-from kdbench.api import KDBenchError
+from kdbench.errors import KDBenchError
 
 if TYPE_CHECKING:
     from kdbench.config import RunConfig
     from kdbench.grid import Cell
+    from kdbench.results import CellResult
     from kdbench.runner import Runner
 
 INSTALL_HINT = "pip install 'kdbench[ray]'"
@@ -68,13 +69,9 @@ def plan(runner: Runner, todo: list[Cell]) -> tuple[dict[str, TeacherJob], dict[
         needs[cell] = []
         if not runner.config.reuse:  # --no-reuse: every cell trains its own teachers
             continue
-        state, domains = runner.task_state(cell.task), runner.teacher_data(cell)
-        seed, pool = runner.teacher_seed(cell), runner.teacher_pool(cell)
-        for kind, domain in runner.teacher_requests(cell):
-            key = runner.teacher_key(kind, domain, state, domains, seed, pool)[2]
-            jobs.setdefault(key, TeacherJob(key, kind, domain, cell))
-            if key not in needs[cell]:
-                needs[cell].append(key)
+        for spec in runner.teacher_specs(cell):
+            jobs.setdefault(spec.key, TeacherJob(spec.key, spec.kind_name, spec.context.target, cell))
+            needs[cell].append(spec.key)
     return jobs, needs
 
 
@@ -85,7 +82,7 @@ def plan(runner: Runner, todo: list[Cell]) -> tuple[dict[str, TeacherJob], dict[
 _worker: tuple[str, Runner] | None = None  # (hash of the run's config, its runner)
 
 
-def _worker_runner(config: RunConfig) -> Runner:
+def _worker_runner(config: RunConfig, plugins: list[Any]) -> Runner:
     """This worker's runner for ``config``: results go to its scratch folder, teachers there too or
     to the shared path. Made on the worker's first task of a run and reused by the later ones."""
     global _worker
@@ -105,9 +102,9 @@ def _worker_runner(config: RunConfig) -> Runner:
     scratch = Path(tempfile.mkdtemp(prefix="kdbench-ray-"))
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     runner = Runner(dataclasses.replace(config, results_dir=scratch, executor="local"),
-                    registry.load(strict=config.strict_plugins))
+                    registry.load(plugins, strict=config.strict_plugins))
     if config.ray_shared_dir is not None:
-        runner.teachers_root = config.ray_shared_dir / "teachers"
+        runner.teachers.root = config.ray_shared_dir / "teachers"
     dev.setup(runner.device)
     if _worker is not None:  # a worker serves one run at a time: drop an earlier run's scratch
         shutil.rmtree(_worker[1].config.results_dir, ignore_errors=True)
@@ -115,34 +112,33 @@ def _worker_runner(config: RunConfig) -> Runner:
     return runner
 
 
-def train_teacher(config: RunConfig, job: TeacherJob) -> dict[str, Any]:
+def train_teacher(config: RunConfig, plugins: list[Any], job: TeacherJob) -> dict[str, Any]:
     """Ray task: train one teacher; return its metadata and (without a shared path) its weights."""
-    runner = _worker_runner(config)
-    trained_before = runner.summary.teachers_trained
-    state = runner.task_state(job.cell.task)
-    handle = runner.teacher(job.kind, job.domain, state, runner.teacher_data(job.cell),
-                            runner.teacher_seed(job.cell), {}, runner.teacher_pool(job.cell))
-    assert handle.key == job.key, "teacher key differs between driver and worker (plugin versions?)"
-    folder = runner.teachers_root / job.key
+    runner = _worker_runner(config, plugins)
+    spec = runner.teacher_spec(job.cell, job.kind, job.domain)
+    assert spec.key == job.key, "teacher key differs between driver and worker (plugin versions?)"
+    with runner.teachers.cell() as usage:
+        runner.teachers.get(spec)
+    folder = runner.teachers.root / job.key
     payload: dict[str, Any] = {"key": job.key, "meta": res.read_json(folder / "meta.json"),
-                               "trained": runner.summary.teachers_trained - trained_before}
+                               "trained": usage.trained}
     if config.ray_shared_dir is None:
         payload["weights"] = (folder / "model.safetensors").read_bytes()
     return payload
 
 
-def compute_cell(config: RunConfig, cell: Cell, *teachers: dict[str, Any]) -> dict[str, Any]:
+def compute_cell(config: RunConfig, plugins: list[Any], cell: Cell, *teachers: dict[str, Any]) -> CellResult:
     """Ray task: install the cell's teachers, then train and evaluate it exactly as locally."""
     start = time.perf_counter()
-    runner = _worker_runner(config)
+    runner = _worker_runner(config, plugins)
     for payload in teachers:
-        if "weights" in payload and not (runner.teachers_root / payload["key"] / "meta.json").exists():
-            install_teacher(runner.teachers_root, payload)
+        if "weights" in payload and not (runner.teachers.root / payload["key"] / "meta.json").exists():
+            install_teacher(runner.teachers.root, payload)
     result = runner.cell_result(cell)
     import ray
 
-    result["executor"] = {"name": "ray", "node": ray.util.get_node_ip_address(),
-                          "seconds": round(time.perf_counter() - start, 3)}
+    result.executor = {"name": "ray", "node": ray.util.get_node_ip_address(),
+                       "seconds": round(time.perf_counter() - start, 3)}
     return result
 
 
@@ -158,7 +154,7 @@ def stored_teacher(runner: Runner, key: str) -> dict[str, Any] | None:
     workers read it themselves, else from the results directory, shipped as bytes."""
     shared = runner.config.ray_shared_dir
     for folder, ship in ([(shared / "teachers" / key, False)] if shared is not None else []) + [
-            (runner.teachers_root / key, True)]:
+            (runner.teachers.root / key, True)]:
         meta = res.read_json(folder / "meta.json")
         if meta is not None and (folder / "model.safetensors").exists():
             payload: dict[str, Any] = {"key": key, "meta": meta, "trained": 0}
@@ -192,6 +188,8 @@ def run_grid(runner: Runner, todo: list[Cell]) -> None:
         teacher_task = ray.remote(train_teacher).options(**options)
         cell_task = ray.remote(compute_cell).options(**options)
 
+        # plugins given in-process on the driver (not entry points) are shipped to the workers too
+        plugins = ray.put(runner.registry.extra_plugins)
         jobs, needs = plan(runner, todo)
         refs: dict[str, Any] = {}
         training: dict[Any, TeacherJob] = {}
@@ -200,13 +198,14 @@ def run_grid(runner: Runner, todo: list[Cell]) -> None:
             if stored is not None:
                 refs[key] = ray.put(stored)
             else:
-                refs[key] = teacher_task.remote(cfg, job)
+                refs[key] = teacher_task.remote(cfg, plugins, job)
                 training[refs[key]] = job
-                runner.reporter.message(f"teacher {job.kind} for {job.cell.task}/{job.domain} "
-                                        f"(seed {job.cell.seed}) [{key}]: submitted")
+                runner.hook.kdbench_message(text=f"teacher {job.kind} for {job.cell.task}/{job.domain} "
+                                                 f"(seed {job.cell.seed}) [{key}]: submitted")
         cells: dict[Any, tuple[Cell, float]] = {}
         for cell in todo:
-            cells[cell_task.remote(cfg, cell, *(refs[k] for k in needs[cell]))] = (cell, time.perf_counter())
+            runner.hook.kdbench_cell_start(cell=cell)  # on the driver, as the cell is submitted
+            cells[cell_task.remote(cfg, plugins, cell, *(refs[k] for k in needs[cell]))] = (cell, time.perf_counter())
         _collect(runner, training, cells)
     finally:
         if started:
@@ -231,7 +230,7 @@ def _collect(runner: Runner, training: dict[Any, TeacherJob], cells: dict[Any, t
             except ray.exceptions.RayError as exc:
                 result = runner.failed_result(cell, "ray: " + _one_line(exc), traceback.format_exc())
             # the time the cell took on its worker, not the time it also spent queued for one
-            seconds = result.get("executor", {}).get("seconds", time.perf_counter() - submitted)
+            seconds = (result.executor or {}).get("seconds", time.perf_counter() - submitted)
             runner.record(cell, result, seconds)
     except KeyboardInterrupt:
         for ref in outstanding:
@@ -245,13 +244,13 @@ def _store_teacher(runner: Runner, ref: Any, job: TeacherJob) -> None:
     try:
         payload = ray.get(ref)
     except ray.exceptions.RayError as exc:
-        runner.reporter.message(f"teacher {job.kind} for {job.domain} [{job.key}] failed: {_one_line(exc)}; "
-                                "the cells that need it are recorded as failed")
+        runner.hook.kdbench_message(text=f"teacher {job.kind} for {job.domain} [{job.key}] failed: "
+                                         f"{_one_line(exc)}; the cells that need it are recorded as failed")
         return
     runner.summary.teachers_trained += payload["trained"]
     if "weights" in payload:  # keep the results directory complete, as a local run leaves it
-        install_teacher(runner.teachers_root, payload)
-    runner.reporter.message(f"teacher {job.kind} for {job.cell.task}/{job.domain} [{job.key}]: trained")
+        install_teacher(runner.teachers.root, payload)
+    runner.hook.kdbench_message(text=f"teacher {job.kind} for {job.cell.task}/{job.domain} [{job.key}]: trained")
 
 
 def _one_line(exc: BaseException) -> str:

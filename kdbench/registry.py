@@ -6,7 +6,6 @@ Built-in methods and tasks are ordinary entry points of the ``kdbench`` distribu
 
 from __future__ import annotations
 
-import difflib
 import importlib.metadata as md
 import os
 from dataclasses import dataclass, field
@@ -15,10 +14,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import pluggy
 
 from kdbench import NAME, hookspecs
-from kdbench.api import KDBenchError, Method, Task, Teacher
+from kdbench.errors import KDBenchError, did_you_mean
 
 if TYPE_CHECKING:
     from types import ModuleType
+
+    from kdbench.api import Method, Task, Teacher
 
 T = TypeVar("T")
 
@@ -28,14 +29,6 @@ DISABLE_AUTOLOAD_ENV = "KDBENCH_DISABLE_PLUGIN_AUTOLOAD"
 
 class UnknownNameError(KDBenchError):
     """An unknown method/task/teacher/domain name; the message carries a suggestion."""
-
-
-def did_you_mean(kind: str, name: str, choices: list[str]) -> str:
-    """One-line message for an unknown ``name`` with the closest valid choice, if any."""
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    shown = " ".join(repr(name if len(name) <= 60 else name[:59] + "…").split())
-    return f"unknown {kind} {shown}{hint} (choose from: {', '.join(sorted(choices))})"
 
 
 @dataclass
@@ -89,7 +82,10 @@ class Registry:
     tasks: Kind[Task] = field(default_factory=lambda: Kind("task"))
     teachers: Kind[Teacher] = field(default_factory=lambda: Kind("teacher"))
     failures: list[PluginFailure] = field(default_factory=list)
-    pm: pluggy.PluginManager | None = None
+    #: the plugin manager every hook is called through (the plugins' and kdbench's own reporter)
+    pm: pluggy.PluginManager = field(default_factory=lambda: plugin_manager())
+    #: the plugins passed to :func:`load` besides the entry points (Ray workers load them too)
+    extra_plugins: list[Any] = field(default_factory=list)
 
 
 def plugin_manager() -> pluggy.PluginManager:
@@ -106,7 +102,7 @@ def load(extra_plugins: list[ModuleType | Any] | None = None, strict: bool = Fal
     package does not take the others down; ``strict=True`` makes it fatal instead.
     """
     pm = plugin_manager()
-    reg = Registry(pm=pm)
+    reg = Registry(pm=pm, extra_plugins=list(extra_plugins or []))
     dists: dict[str, str] = {}
     if autoload is None:
         autoload = not os.environ.get(DISABLE_AUTOLOAD_ENV)

@@ -19,13 +19,14 @@ from rich.progress import (
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from kdbench.runner import Reporter
+from kdbench import hookimpl
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from kdbench.grid import Cell
     from kdbench.registry import Registry
+    from kdbench.results import CellResult
     from kdbench.runner import RunSummary
     from kdbench.tables import Entry, Table
 
@@ -181,8 +182,10 @@ def print_summary(summary: RunSummary, results_dir: Path) -> None:
         console.print(f"[yellow]kept[/yellow] the earlier ok result of {escape(key)} ({why}): {escape(path)}")
 
 
-class RichReporter(Reporter):
-    """A grid bar (cells done / total, ETA) and a bar for the current cell (steps, epoch, loss)."""
+class RichReporter:
+    """The terminal reporter, a plugin on the run's hooks (as pytest's terminal reporter is): a grid
+    bar (cells done / total, ETA), a bar for the current cell (steps, epoch, loss) and one line per
+    finished cell and per message. The CLI registers it; the runner only calls hooks."""
 
     def __init__(self) -> None:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -192,28 +195,34 @@ class RichReporter(Reporter):
         self.cell: TaskID | None = None
         self.t0 = time.perf_counter()
 
-    def grid_start(self, cells: list[Cell], todo: int) -> None:
+    @hookimpl
+    def kdbench_grid_start(self, cells: list[Cell], todo: int) -> None:
         self.progress.start()
         self.grid = self.progress.add_task("grid", total=todo, info=f"{len(cells) - todo} done earlier")
 
-    def cell_start(self, cell: Cell) -> None:
+    @hookimpl
+    def kdbench_cell_start(self, cell: Cell) -> None:
         if self.cell is not None:
             self.progress.remove_task(self.cell)
         self.cell = self.progress.add_task(escape(cell.describe()), total=None, info="")
 
-    def cell_progress(self, **info: Any) -> None:
+    @hookimpl
+    def kdbench_train_step(self, stage: str, step: int, total: int, epoch: int, loss: float) -> None:
         if self.cell is not None:
-            self.progress.update(self.cell, completed=info["step"], total=info["total"],
-                                 info=f"{info.get('stage', '')} ep {info['epoch']} loss {info['loss']:.4f}")
+            self.progress.update(self.cell, completed=step, total=total, info=f"{stage} ep {epoch} loss {loss:.4f}")
 
-    def cell_end(self, cell: Cell, status: str, seconds: float) -> None:
+    @hookimpl
+    def kdbench_cell_finish(self, cell: Cell, result: CellResult, seconds: float) -> None:
+        status = str(result.get("status"))
         colour = "green" if status == "ok" else "red"
-        self.progress.console.print(f"[{colour}]{status}[/{colour}] {escape(cell.describe())} ({seconds:.1f}s)")
+        self.progress.console.print(f"[{colour}]{escape(status)}[/{colour}] {escape(cell.describe())} ({seconds:.1f}s)")
         if self.grid is not None:
             self.progress.advance(self.grid)
 
-    def message(self, text: str) -> None:
+    @hookimpl
+    def kdbench_message(self, text: str) -> None:
         self.progress.console.print(f"[dim]{escape(text)}[/dim]")
 
-    def grid_end(self) -> None:
+    @hookimpl
+    def kdbench_grid_finish(self) -> None:
         self.progress.stop()

@@ -10,19 +10,121 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from typing import Any
 
 SCHEMA_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------- the cell result
+#: the fields every cell file has (a failed cell too); the others are written only when they have a value
+_HEADER_FIELDS = ("schema", "status", "config", "config_hash", "method", "task", "domain", "variant",
+                  "teacher_seeds", "teacher_seed", "teacher_domains", "fraction", "seed", "device",
+                  "precision", "compile", "teacher_cache_mb", "versions", "data_revision", "created")
+
+
+@dataclasses.dataclass(eq=False)
+class CellResult(Mapping[str, Any]):
+    """One cell's result: what the runner writes to ``cells/<key>.json``, the Ray executor carries
+    back, ``kdbench_cell_finish`` receives, and the tables and the conformance kit read.
+
+    :meth:`to_json` / :meth:`from_json` convert to and from the file's JSON object (the same file
+    format as before this type existed, schema :data:`SCHEMA_VERSION`). A result is also a read-only
+    mapping of that JSON object (``result["metrics"]``, ``result.get("error")``), so that hook plugins
+    written against the dict keep working. :meth:`from_json` never fails: a file read back is
+    untrusted, so each value is kept as it is (check it with :func:`check_cell`), and keys this
+    version does not know are kept in ``extra`` and written back unchanged.
+    """
+
+    status: str
+    method: str
+    task: str
+    domain: str
+    fraction: float
+    seed: int
+    schema: int = SCHEMA_VERSION
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    config_hash: str = ""
+    variant: dict[str, Any] | None = None
+    teacher_seeds: int | None = None
+    teacher_seed: int | None = None
+    #: None: the setting does not matter to this cell (its teachers are single-domain)
+    teacher_domains: str | None = None
+    device: str | None = None
+    precision: str | None = None
+    compile: bool | None = None
+    teacher_cache_mb: float | None = None
+    versions: dict[str, Any] = dataclasses.field(default_factory=dict)
+    data_revision: str | None = None
+    created: str | None = None
+    # a failed cell
+    error: str | None = None
+    traceback: str | None = None
+    # an ok cell
+    metrics: dict[str, Any] | None = None
+    predictions: dict[str, Any] | None = None
+    split_hash: str | None = None
+    train_hash: str | None = None
+    n_train: int | None = None
+    timing: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
+    teachers: list[dict[str, Any]] | None = None
+    train: dict[str, Any] | None = None
+    #: where it was computed (``--executor ray``: name, node, seconds)
+    executor: dict[str, Any] | None = None
+    #: keys of the file this version does not know (kept on a round trip)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: the keys of the file it was read from (None: made here, so its header and the set fields)
+    _present: set[str] | None = dataclasses.field(default=None, init=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        """The cell file's JSON object."""
+        return {**self.extra, **{k: self[k] for k in self._keys()}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CellResult:
+        """A result from a cell file's JSON object, values as they are (see the class docstring)."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "_present"}
+        fields = {k: v for k, v in data.items() if k in known}
+        for k in ("status", "method", "task", "domain", "fraction", "seed"):
+            fields.setdefault(k, None)
+        out = cls(**fields)
+        out.extra = {k: v for k, v in data.items() if k not in known}
+        out._present = set(data) & known
+        return out
+
+    # the read-only mapping of the JSON object
+    def _keys(self) -> list[str]:
+        names = [f.name for f in dataclasses.fields(self) if f.name not in ("extra", "_present")]
+        if self._present is not None:  # read from a file: exactly its keys
+            return [k for k in names if k in self._present]
+        return [k for k in names if k in _HEADER_FIELDS or getattr(self, k) is not None]
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.extra:
+            return self.extra[key]
+        if key in self._keys():
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._keys()
+        yield from (k for k in self.extra if k not in self._keys())
+
+    def __len__(self) -> int:
+        return len(set(self._keys()) | set(self.extra))
 
 
 def config_hash(obj: Any) -> str:
@@ -125,8 +227,9 @@ def _number(x: Any) -> float | None:
     return v if v == v and abs(v) != float("inf") else None
 
 
-def check_cell(cell: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """A cell as read from a file, checked: ``(clean copy, None)`` or ``(None, problem)``.
+def check_cell(cell: Any) -> tuple[CellResult | None, str | None]:
+    """A cell as read from a file (its JSON object, or a :class:`CellResult`), checked:
+    ``(clean copy, None)`` or ``(None, problem)``.
 
     Checks the shape (a JSON object with string ``task``/``domain``/``method``, a fraction in (0, 1],
     an integer seed >= 0), and for an ok cell: a test accuracy in [0, 100] that agrees with its
@@ -134,6 +237,8 @@ def check_cell(cell: Any) -> tuple[dict[str, Any] | None, str | None]:
     predictions), predictions as equal-length lists, and finite non-negative timings. Names are
     stripped of control characters (:func:`clean_name`).
     """
+    if isinstance(cell, CellResult):
+        cell = cell.to_json()
     if not isinstance(cell, dict):
         return None, f"not a JSON object but {type(cell).__name__}"
     missing = [k for k in ("task", "domain", "method", "fraction", "seed") if k not in cell]
@@ -152,7 +257,7 @@ def check_cell(cell: Any) -> tuple[dict[str, Any] | None, str | None]:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         return None, f"seed {_short(seed)} is not a non-negative integer"
     if cell.get("status") != "ok":
-        return out, None
+        return CellResult.from_json(out), None
     metrics = cell.get("metrics")
     acc = _number(metrics.get("test_accuracy")) if isinstance(metrics, dict) else None
     if acc is None or not 0.0 <= acc <= 100.0:
@@ -187,7 +292,7 @@ def check_cell(cell: Any) -> tuple[dict[str, Any] | None, str | None]:
             (n := _number(params["model"])) is None or n < 0):
         return None, f"params.model {_short(params['model'])} is not a non-negative number"
     out["metrics"] = {**(metrics if isinstance(metrics, dict) else {}), "test_accuracy": derived}
-    return out, None
+    return CellResult.from_json(out), None
 
 
 def _short(value: Any) -> str:
@@ -221,7 +326,7 @@ def read_regular_json(path: Path) -> tuple[Any, str | None]:
         return None, f"is not valid JSON ({clean_name(str(exc))[:80]})"
 
 
-def scan_cells(results_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+def scan_cells(results_dir: Path) -> tuple[list[CellResult], list[str]]:
     """The cells of a results directory that is treated as untrusted input, and the problems found.
 
     Only regular ``*.json`` files in ``cells/`` are read (FIFOs, devices and directories are skipped);
@@ -236,7 +341,7 @@ def scan_cells(results_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
         return [], [f"{clean_name(str(folder))}: a symlink out of the results directory; not read"]
     if not folder.is_dir():
         return [], []
-    cells: list[dict[str, Any]] = []
+    cells: list[CellResult] = []
     try:
         paths = sorted(folder.glob("*.json"))
     except OSError as exc:
@@ -254,7 +359,7 @@ def scan_cells(results_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
         if problem is not None or data is None:
             problems.append(f"{name}: {problem}")
             continue
-        data["_file"] = name
+        data.extra["_file"] = name
         cells.append(data)
     return cells, problems
 

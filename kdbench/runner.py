@@ -11,7 +11,6 @@ import json
 import os
 import time
 import traceback
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,19 +20,20 @@ from kdbench.api import (
     DomainData,
     Example,
     FitContext,
+    FitResult,
     KDBenchError,
     Method,
     Task,
-    Teacher,
-    TeacherContext,
 )
 from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, apply_fraction, load_tokenizer
 from kdbench.grid import Cell, Variant, expand, resolve_rows
 from kdbench.lock import run_lock
 from kdbench.modeling import KDModel, count_parameters, load_model
+from kdbench.results import CellResult
+from kdbench.teachers import TeacherHandle, TeacherSpec, TeacherStore, TeacherUsage
 from kdbench.tokcache import encode_cached
-from kdbench.trainer import TeacherHandle, accuracy, predict
+from kdbench.trainer import accuracy, predict
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -41,17 +41,6 @@ if TYPE_CHECKING:
 
     from kdbench.config import Profile, RunConfig
     from kdbench.registry import Registry
-
-
-class Reporter:
-    """Progress callbacks; the CLI passes a rich implementation (see :mod:`kdbench.report`)."""
-
-    def grid_start(self, cells: list[Cell], todo: int) -> None: ...
-    def cell_start(self, cell: Cell) -> None: ...
-    def cell_progress(self, **info: Any) -> None: ...
-    def cell_end(self, cell: Cell, status: str, seconds: float) -> None: ...
-    def message(self, text: str) -> None: ...
-    def grid_end(self) -> None: ...
 
 
 @dataclass
@@ -117,10 +106,11 @@ class TaskState:
 
 
 class Runner:
-    def __init__(self, config: RunConfig, registry: Registry, reporter: Reporter | None = None) -> None:
+    def __init__(self, config: RunConfig, registry: Registry) -> None:
         self.config = config
         self.registry = registry
-        self.reporter = reporter or Reporter()
+        #: every event of the run goes out through these hooks (the terminal reporter is one plugin)
+        self.hook = registry.pm.hook
         self.profile: Profile = resolve_profile(config.profile, config.profiles_file, config.teacher,
                                                 config.student)
         #: the grid's rows (methods and variants) by name; a variant's options go on top of the
@@ -138,11 +128,12 @@ class Runner:
         self.device = dev.resolve_device(config.device)
         self.precision = dev.resolve_precision(config.precision, self.device)
         self.tasks: dict[str, TaskState] = {}
-        #: where trained teachers live; a Ray worker points it at its own scratch or a shared path
-        self.teachers_root = config.results_dir / "teachers"
-        self.teachers: OrderedDict[str, TeacherHandle] = OrderedDict()  # small LRU of loaded teachers
+        #: trained teachers (``teachers.root``: a Ray worker points it at its scratch or a shared path)
+        self.teachers = TeacherStore(config.results_dir / "teachers", registry, self.profile, device=self.device,
+                                     precision=self.precision, compile=config.compile, reuse=config.reuse,
+                                     teacher_domains=config.teacher_domains, progress=self.progress,
+                                     message=lambda text: self.hook.kdbench_message(text=text))
         self.summary = RunSummary()
-        self._teacher_seconds = 0.0
         #: the command line that started the run (for exported students' model cards); set by the CLI
         self.command: str | None = None
         self.current_cell: Cell | None = None  # the cell being computed here (for the per-step hooks)
@@ -301,7 +292,7 @@ class Runner:
         todo = [c for c in self.cells if not self.is_done(c)]
         for cell in todo:
             if self.cell_path(cell).exists() and res.read_json(self.cell_path(cell)) is None:
-                self.reporter.message(f"{self.cell_path(cell)}: unreadable result file; recomputing the cell")
+                self.hook.kdbench_message(text=f"{self.cell_path(cell)}: unreadable result file; recomputing the cell")
         self.summary.total, self.summary.skipped = len(self.cells), len(self.cells) - len(todo)
         res.atomic_write_json(self.config.results_dir / "run.json", {
             "config": json.loads(json.dumps(dataclasses.asdict(self.config), default=str)),
@@ -311,8 +302,8 @@ class Runner:
         dev.setup(self.device)
         probe = dev.precision_probe(self.config.precision, self.device) if todo else None
         if probe and "hint" in probe:
-            self.reporter.message(f"precision: {probe['hint']}")
-        self.reporter.grid_start(self.cells, len(todo))
+            self.hook.kdbench_message(text=f"precision: {probe['hint']}")
+        self.hook.kdbench_grid_start(cells=self.cells, todo=len(todo))
         try:
             if self.config.executor == "ray":
                 from kdbench import ray_executor
@@ -326,48 +317,38 @@ class Runner:
 
                 export_model.keep_best(self.config.results_dir, self.cells)
         finally:
-            self.reporter.grid_end()
+            self.hook.kdbench_grid_finish()
         return self.summary
 
     def progress(self, **info: Any) -> None:
-        """The trainer's progress: to the reporter, and to the per-step hooks of the plugins."""
-        self.reporter.cell_progress(**info)
-        pm = self.registry.pm
-        if pm is None:
-            return
+        """The trainer's progress, to the per-step hooks."""
         if "dev_accuracy" in info:
-            pm.hook.kdbench_dev_eval(cell=self.current_cell, stage=info.get("stage", ""), step=info["step"],
+            self.hook.kdbench_dev_eval(cell=self.current_cell, stage=info.get("stage", ""), step=info["step"],
                                      epoch=info["epoch"], dev_accuracy=info["dev_accuracy"])
         else:
-            pm.hook.kdbench_train_step(cell=self.current_cell, stage=info.get("stage", ""), step=info["step"],
+            self.hook.kdbench_train_step(cell=self.current_cell, stage=info.get("stage", ""), step=info["step"],
                                        total=info["total"], epoch=info["epoch"], loss=info["loss"],
                                        lr=info.get("lr", float("nan")))
 
     def run_cell(self, cell: Cell) -> None:
         """Compute one cell here and record it (the local executor)."""
-        pm = self.registry.pm
-        if pm is not None:
-            pm.hook.kdbench_cell_start(cell=cell)
-        self.reporter.cell_start(cell)
+        self.hook.kdbench_cell_start(cell=cell)
         start = time.perf_counter()
         self.record(cell, self.cell_result(cell), time.perf_counter() - start)
 
-    def record(self, cell: Cell, result: dict[str, Any], seconds: float) -> None:
-        """Write a cell's result atomically (whoever computed it) and tell the hooks and the reporter."""
-        if result["status"] == "ok":
+    def record(self, cell: Cell, result: CellResult, seconds: float) -> None:
+        """Write a cell's result atomically (whoever computed it), then tell the hooks."""
+        if result.ok:
             self.summary.ok += 1
         else:
-            self.summary.failed.append((self.cell_key(cell), result.get("error", "failed")))
+            self.summary.failed.append((self.cell_key(cell), result.error or "failed"))
         if self._student is not None and self._student[0] == cell:
             self.save_student(cell, result)
-        self.supersede(cell, result["status"])
-        res.atomic_write_json(self.cell_path(cell), result)
-        pm = self.registry.pm
-        if pm is not None:
-            pm.hook.kdbench_cell_finish(cell=cell, result=result)
-        self.reporter.cell_end(cell, result["status"], seconds)
+        self.supersede(cell, result.status)
+        res.atomic_write_json(self.cell_path(cell), result.to_json())
+        self.hook.kdbench_cell_finish(cell=cell, result=result, seconds=seconds)
 
-    def save_student(self, cell: Cell, result: dict[str, Any]) -> None:
+    def save_student(self, cell: Cell, result: CellResult) -> None:
         """``--save-students``: the cell's student as a Hugging Face folder (before its cell file, so
         that a finished cell never lacks its student)."""
         from kdbench import export_model
@@ -375,22 +356,22 @@ class Runner:
         assert self._student is not None
         model, head, tokenizer, check, labels = self._student[1]
         self._student = None
-        if result["status"] != "ok":
+        if not result.ok:
             return
         try:
             card = export_model.card_text(result, self.profile.to_dict(), self.command)
             export_model.save_student(export_model.student_dir(self.config.results_dir, cell.key), model, head,
                                       tokenizer, check, labels, card, self.profile.max_len)
         except KDBenchError as exc:  # e.g. a student with a non-standard head: the cell itself is fine
-            self.reporter.message(f"{cell.key}: student not saved: {exc}")
+            self.hook.kdbench_message(text=f"{cell.key}: student not saved: {exc}")
 
-    def failed_result(self, cell: Cell, error: str, tb: str = "") -> dict[str, Any]:
-        return {**self.result_header(cell), "status": "failed", "error": error, "traceback": tb}
+    def failed_result(self, cell: Cell, error: str, tb: str = "") -> CellResult:
+        return CellResult(**self.result_header(cell), status="failed", error=error, traceback=tb)
 
     def result_header(self, cell: Cell) -> dict[str, Any]:
         config = self.cell_config(cell)
         row = self.rows[cell.method]
-        return {"schema": res.SCHEMA_VERSION, "config": config, "config_hash": res.config_hash(config),
+        return {"config": config, "config_hash": res.config_hash(config),
                 "method": cell.method, "task": cell.task, "domain": cell.domain,
                 "variant": {"method": row.method, "options": row.options_dict()},
                 "teacher_seeds": self.config.teacher_seeds or self.config.seeds,
@@ -405,11 +386,11 @@ class Runner:
                 "data_revision": self.registry.tasks.get(cell.task).revision,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
-    def cell_result(self, cell: Cell) -> dict[str, Any]:
+    def cell_result(self, cell: Cell) -> CellResult:
         """Train and evaluate one cell; a failure becomes a ``failed`` result, not an exception."""
         self.current_cell = cell
         try:
-            return {**self.result_header(cell), "status": "ok", **self.evaluate_cell(cell)}
+            return CellResult(**self.result_header(cell), status="ok", **self.evaluate_cell(cell))
         except (KDBenchError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - a failing cell is recorded; the grid continues
@@ -444,16 +425,33 @@ class Runner:
     def teacher_requests(self, cell: Cell) -> list[tuple[str, str]]:
         return self.methods[cell.method].teacher_requests(cell.domain, self.teacher_pool(cell))
 
+    def teacher_spec(self, cell: Cell, kind: str, domain: str,
+                     data: Mapping[str, DomainData] | None = None) -> TeacherSpec:
+        """The teacher ``kind`` for ``domain`` as ``cell`` gets it: trained on the cell's teacher data
+        (``data``, default :meth:`teacher_data`) with its teacher seed, from its pool of domains."""
+        state = self.task_state(cell.task)
+        return self.teachers.spec(kind, domain, state.task,
+                                  lambda ex: state.tokenize(tuple(ex), self.profile.max_len),
+                                  len(state.tokenizer), self.teacher_data(cell) if data is None else data,
+                                  self.teacher_seed(cell), self.teacher_pool(cell))
+
+    def teacher_specs(self, cell: Cell) -> list[TeacherSpec]:
+        """The teachers ``cell`` declares (``Method.teacher_requests``), each once, in order."""
+        data = self.teacher_data(cell)
+        specs = [self.teacher_spec(cell, kind, domain, data) for kind, domain in self.teacher_requests(cell)]
+        return list({s.key: s for s in specs}.values())
+
     def evaluate_cell(self, cell: Cell) -> dict[str, Any]:
         state = self.task_state(cell.task)
         method = self.methods[cell.method]
         domains = self.cell_domains(cell)
-        teacher_domains, teacher_seed, pool = self.teacher_data(cell), self.teacher_seed(cell), self.teacher_pool(cell)
-        used: dict[str, dict[str, Any]] = {}
-        self._teacher_seconds = 0.0
+        teacher_data = self.teacher_data(cell)
+        specs: dict[tuple[str, str], TeacherSpec] = {}
 
         def get_handle(kind: str, domain: str) -> TeacherHandle:
-            return self.teacher(kind, domain, state, teacher_domains, teacher_seed, used, pool)
+            if (kind, domain) not in specs:
+                specs[kind, domain] = self.teacher_spec(cell, kind, domain, teacher_data)
+            return self.teachers.get(specs[kind, domain])
 
         def tokenize(examples: tuple[Example, ...]) -> Encoded:
             return state.tokenize(tuple(examples), self.profile.max_len)
@@ -464,11 +462,23 @@ class Runner:
                          tokenize=tokenize, progress=self.progress,
                          workdir=self.config.results_dir, reuse=self.config.reuse,
                          compile=self.config.compile, teacher_cache_mb=self.config.teacher_cache_mb,
-                         extras={"teacher_pool": pool})
-        dev.seed_everything(cell.seed)
-        t0 = time.perf_counter()
-        fit = method.fit(ctx)
-        fit_seconds = time.perf_counter() - t0 - self._teacher_seconds
+                         teacher_pool=self.teacher_pool(cell))
+        with self.teachers.cell() as usage:
+            dev.seed_everything(cell.seed)
+            t0 = time.perf_counter()
+            fit = method.fit(ctx)
+            # the method's own time: without acquiring its teachers (training or loading them)
+            fit_seconds = time.perf_counter() - t0 - usage.acquire_seconds
+            self.summary.teachers_trained += usage.trained
+            return self.evaluate_fit(cell, state, domains, fit, fit_seconds, usage)
+
+    def evaluate_fit(self, cell: Cell, state: TaskState, domains: Mapping[str, DomainData], fit: FitResult,
+                     fit_seconds: float, usage: TeacherUsage) -> dict[str, Any]:
+        """Test and dev accuracy, predictions and timings of a trained cell."""
+        method = self.methods[cell.method]
+
+        def tokenize(examples: tuple[Example, ...]) -> Encoded:
+            return state.tokenize(tuple(examples), self.profile.max_len)
 
         test = tokenize(domains[cell.domain].test)
         dev_enc = tokenize(domains[cell.domain].dev)
@@ -479,13 +489,13 @@ class Runner:
         dev_acc = accuracy(predict(fit.model, dev_enc, fit.head, self.device, self.precision,
                                    self.profile.eval_batch_size), dev_enc.labels)
         preds = test_logits.argmax(-1).tolist()
-        if self.config.save_students != "none" and all(
-                h.model is not fit.model for h in self.teachers.values()):  # a teacher row is no student
+        if self.config.save_students != "none" and not self.teachers.holds(fit.model):  # a teacher row is no student
             self._student = (cell, (fit.model, fit.head, state.tokenizer, test, state.task.labels))
         teacher_infer = None
+        used = usage.used
         if used and method.teacher not in ("none",):
             first = next(iter(used.values()))
-            handle = self.teachers.get(first["key"])
+            handle = self.teachers.handle(first["key"])
             if handle is not None and handle.model is not fit.model:
                 t2 = time.perf_counter()
                 predict(handle.model, test, first.get("head", handle.head), self.device, self.precision,
@@ -499,7 +509,7 @@ class Runner:
             "n_train": len(domains[cell.domain].train),
             "timing": {"student_train_seconds": round(fit_seconds, 3),
                        "teacher_train_seconds": round(sum(t["train_seconds"] for t in used.values()), 3),
-                       "teacher_trained_here_seconds": round(self._teacher_seconds, 3),
+                       "teacher_trained_here_seconds": round(usage.trained_seconds, 3),
                        "student_inference_seconds": round(infer_seconds, 4),
                        "teacher_inference_seconds": None if teacher_infer is None else round(teacher_infer, 4)},
             "params": {"model": count_parameters(fit.model),
@@ -515,123 +525,10 @@ class Runner:
         return load_model(self.profile.student, state.task.num_labels, profile=self.profile, role="student",
                           vocab_size=len(state.tokenizer)).to(self.device)
 
-    def teacher_context(self, kind: Teacher, domain: str, state: TaskState,
-                        domains: Mapping[str, DomainData], seed: int,
-                        pool: list[str] | None = None) -> TeacherContext:
-        train_domains = kind.train_domains(domain, list(domains) if pool is None else pool)
-        return TeacherContext(task=state.task, target=domain, train_domains=train_domains,
-                              domains=domains, seed=seed, profile=self.profile, device=self.device,
-                              precision=self.precision,
-                              tokenize=lambda ex: state.tokenize(tuple(ex), self.profile.max_len),
-                              vocab_size=len(state.tokenizer), progress=self.progress,
-                              compile=self.config.compile)
 
-    def teacher(self, kind_name: str, domain: str, state: TaskState, domains: Mapping[str, DomainData],
-                seed: int, used: dict[str, dict[str, Any]], pool: list[str] | None = None) -> TeacherHandle:
-        """The trained teacher of ``kind_name`` for ``domain``: from memory, from disk, or trained now.
-
-        The key hashes what determines the teacher: its kind and version, the profile's teacher model
-        and training settings, the ids of the data it trains and selects on, the seed and precision.
-        Teachers with identical keys (e.g. one mix teacher for every target at fraction 1.0) are
-        therefore trained once.
-        """
-        kind, ctx, key = self.teacher_key(kind_name, domain, state, domains, seed, pool)
-        folder = self.teachers_root / key
-        meta = res.read_json(folder / "meta.json")
-        head = kind.head_for(domain)
-        if key in self.teachers and self.config.reuse:
-            self.teachers.move_to_end(key)
-            handle = self.teachers[key]
-        else:
-            handle = None
-            with dev.preserved_rng():  # the cell's random state must not depend on where the teacher came from
-                if meta is not None and (folder / "model.safetensors").exists() and self.config.reuse:
-                    handle = self._load_teacher(kind, ctx, folder, meta)
-                if handle is None:
-                    handle, meta = self._train_teacher(kind, kind_name, ctx, folder, key)
-            self.teachers[key] = handle
-            while len(self.teachers) > 4:
-                self.teachers.popitem(last=False)
-        assert meta is not None and handle is not None
-        used[key] = {"key": key, "kind": kind_name, "domains": list(ctx.train_domains),
-                     "train_seconds": meta["train_seconds"], "params": meta["params"],
-                     "dev_accuracy": meta.get("dev_accuracy"), "head": head}
-        return TeacherHandle(handle.model, head, key)
-
-    def teacher_key(self, kind_name: str, domain: str, state: TaskState, domains: Mapping[str, DomainData],
-                    seed: int, pool: list[str] | None = None) -> tuple[Teacher, TeacherContext, str]:
-        """The teacher kind, its context and the content hash that names the trained teacher.
-
-        ``pool``: the domains a cross-domain teacher may train on (default: all of ``domains``); a
-        teacher whose target is not among its training domains is keyed as held out.
-        """
-        kind = self.registry.teachers.get(kind_name)()
-        ctx = self.teacher_context(kind, domain, state, domains, seed, pool)
-        p = self.profile
-        held_out = ({"teacher_domains": "others", "target": domain}
-                    if self.config.teacher_domains == "others" and domain not in ctx.train_domains else {})
-        key = res.config_hash({**held_out,
-            "kind": kind_name, "version": kind.version, "model": p.teacher, "train": dataclasses.asdict(p.teacher_train),
-            "max_len": p.max_len, "batch_size": p.batch_size, "precision": self.precision, "seed": seed,
-            "task": state.task.name, "task_version": state.task.version,
-            "data": {d: domains[d].split_hash() + res.config_hash([e.id for e in domains[d].train])
-                     for d in ctx.train_domains}})
-        return kind, ctx, key
-
-    def _load_teacher(self, kind: Teacher, ctx: TeacherContext, folder: Path,
-                      meta: Mapping[str, Any]) -> TeacherHandle | None:
-        """The stored teacher, or None (it is then retrained) when its checkpoint is unreadable or its
-        sha256 differs from the one recorded in ``meta.json`` when it was written."""
-        from safetensors.torch import load
-
-        try:
-            data = (folder / "model.safetensors").read_bytes()
-        except OSError as exc:
-            self.reporter.message(f"teacher {folder.name}: unreadable checkpoint ({type(exc).__name__}); retraining")
-            return None
-        if meta.get("sha256") != res.sha256_bytes(data):
-            why = "has no recorded sha256" if not meta.get("sha256") else "does not match its recorded sha256"
-            self.reporter.message(f"warning: teacher {folder.name}: checkpoint {why}; retraining")
-            return None
-        try:
-            dev.seed_everything(ctx.seed)
-            model = kind.build(ctx)
-            model.load_state_dict(load(data))
-        except Exception as exc:  # noqa: BLE001 - a corrupt checkpoint is retrained, not fatal
-            self.reporter.message(f"teacher {folder.name}: unreadable checkpoint ({type(exc).__name__}); retraining")
-            return None
-        return TeacherHandle(model.to(self.device))
-
-    def _train_teacher(self, kind: Teacher, kind_name: str, ctx: TeacherContext, folder: Path,
-                       key: str) -> tuple[TeacherHandle, dict[str, Any]]:
-        from safetensors.torch import save
-
-        self.reporter.message(f"training teacher {kind_name} on {'+'.join(ctx.train_domains)} "
-                              f"(seed {ctx.seed}) [{key}]")
-        dev.seed_everything(ctx.seed)
-        t0 = time.perf_counter()
-        fit = kind.fit(ctx)
-        model = fit.model
-        seconds = time.perf_counter() - t0
-        self._teacher_seconds += seconds
-        self.summary.teachers_trained += 1
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        # Checkpoint first, metadata last: meta.json's presence marks a complete teacher.
-        weights = save(state)
-        res.atomic_write_bytes(folder / "model.safetensors", weights)
-        meta = {"key": key, "sha256": res.sha256_bytes(weights), "kind": kind_name, "domains": list(ctx.train_domains), "seed": ctx.seed,
-                "train_seconds": round(seconds, 3), "params": count_parameters(model),
-                "dev_accuracy": fit.info.get("best_dev"),
-                "profile": self.profile.name, "model": self.profile.teacher, "versions": res.versions()}
-        res.atomic_write_json(folder / "meta.json", meta)
-        return TeacherHandle(model.to(self.device)), meta
-
-
-def run(config: RunConfig, registry: Registry, reporter: Reporter | None = None,
-        command: str | None = None) -> RunSummary:
-    runner = Runner(config, registry, reporter)
+def run(config: RunConfig, registry: Registry, command: str | None = None) -> RunSummary:
+    runner = Runner(config, registry)
     runner.command = command
-    if registry.pm is not None:
-        registry.pm.hook.kdbench_configure.call_historic(kwargs={"config": config})
+    registry.pm.hook.kdbench_configure.call_historic(kwargs={"config": config})
     return runner.run()
 

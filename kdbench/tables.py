@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from kdbench import results as res
-from kdbench.api import KDBenchError
-from kdbench.registry import did_you_mean
+from kdbench.errors import KDBenchError, did_you_mean
 from kdbench.stats import (
     Comparison,
     StatsError,
@@ -50,7 +50,7 @@ from kdbench.stats import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from pathlib import Path
 
     from kdbench.references import References, Source
@@ -197,7 +197,7 @@ class Index:
         for raw in cells:
             c, problem = res.check_cell(raw)
             if c is None:
-                where = raw.get("_file") if isinstance(raw, dict) else None
+                where = raw.get("_file") if isinstance(raw, Mapping) else None
                 self.rejected.append(f"{where or 'a cell'}: {problem}")
                 continue
             task, fraction = c["task"], c["fraction"]
@@ -661,13 +661,17 @@ def build_tables(cells: Iterable[Mapping[str, Any]], layout: str = "default", ba
 
 def _teacher_legend(tables: Sequence[Table], cells: Sequence[Mapping[str, Any]]) -> None:
     """State shared teacher seeds (``--teacher-seeds``) and held-out-domain teachers in the legends."""
+    checked = []  # untrusted input: only cells that pass the checks
+    for raw in cells:
+        cell, _problem = res.check_cell(raw)
+        if cell is not None:
+            checked.append(cell)
     for t in tables:
-        mine = [c for c in cells if c.get("task") == t.task and c.get("status") == "ok"
-                and (t.fraction is None or (isinstance(f := c.get("fraction"), (int, float))
-                                            and float(f) == t.fraction))]
-        shared = sorted({(int(c["teacher_seeds"]), int(c.get("teacher_seed", -1))) for c in mine
-                         if isinstance(c.get("teacher_seeds"), int)
-                         and c.get("teacher_seed", c.get("seed")) != c.get("seed")})
+        mine = [c for c in checked if c.get("task") == t.task and c.get("status") == "ok"
+                and (t.fraction is None or c["fraction"] == t.fraction)]
+        shared = sorted({(int(c["teacher_seeds"]), int(c["teacher_seed"])) for c in mine
+                         if isinstance(c.get("teacher_seeds"), int) and isinstance(c.get("teacher_seed"), int)
+                         and c["teacher_seed"] != c["seed"]})
         if shared:
             ks = sorted({k for k, _ in shared})
             t.legend.append(f"Teacher seeds: K = {', '.join(map(str, ks))} (student seed s uses the teachers of "
@@ -682,7 +686,8 @@ def method_order(results_dir: Path) -> list[str]:
     """The methods of the run's last invocation, in the order given (run.json), if readable."""
     run, _ = res.read_regular_json(results_dir / "run.json")
     run = run if isinstance(run, dict) else {}
-    config: dict[str, Any] = run["config"] if isinstance(run.get("config"), dict) else {}
+    raw_config = run.get("config")
+    config = raw_config if isinstance(raw_config, dict) else {}
     methods = run.get("rows") or config.get("methods")  # rows: variants resolved
     return [res.clean_name(str(m)) for m in methods] if isinstance(methods, list) else []
 

@@ -47,6 +47,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -55,12 +56,13 @@ from kdbench import hookimpl
 from kdbench.api import DomainData, Example, KDBenchError, Task
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Sequence
 
     from kdbench.registry import Registry
+    from kdbench.results import CellResult
 
 __all__ = ["CheckResult", "ConformanceReport", "ToyTask", "assert_conformance", "check_method",
-           "method_names", "toy_plugin"]
+           "toy_plugin"]
 
 
 # --------------------------------------------------------------------------------------- toy task
@@ -139,8 +141,8 @@ class ConformanceReport:
     fraction: float
     seed: int
     checks: list[CheckResult] = field(default_factory=list)
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # domain -> cell result (run 1)
-    rerun: dict[str, Any] | None = None  # the determinism rerun's cell result
+    results: dict[str, CellResult] = field(default_factory=dict)  # domain -> cell result (run 1)
+    rerun: CellResult | None = None  # the determinism rerun's cell result
     seconds: float = 0.0
 
     @property
@@ -165,13 +167,6 @@ class ConformanceReport:
 
 
 # ------------------------------------------------------------------------------------------ kit
-def method_names(extra_plugins: Sequence[Any] = ()) -> list[str]:
-    """Every registered method name (entry points plus ``extra_plugins``), e.g. to parametrize a test."""
-    from kdbench import registry
-
-    return registry.load(list(extra_plugins)).methods.names()
-
-
 def _load_registry(task: str, extra_plugins: Sequence[Any]) -> Registry:
     from kdbench import registry
 
@@ -186,8 +181,7 @@ def _run(config: Any, reg: Registry) -> Any:
     from kdbench.runner import Runner
 
     runner = Runner(config, reg)
-    if reg.pm is not None:
-        reg.pm.hook.kdbench_configure.call_historic(kwargs={"config": config})
+    reg.pm.hook.kdbench_configure.call_historic(kwargs={"config": config})
     runner.run()
     return runner
 
@@ -268,11 +262,14 @@ def assert_conformance(method_name: str, **kwargs: Any) -> ConformanceReport:
 
 
 # ---------------------------------------------------------------------------------------- checks
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path) -> CellResult:
+    """The cell file as a :class:`~kdbench.results.CellResult` (values as stored: the checks below
+    treat them as untrusted), or a ``missing`` result."""
     from kdbench import results as res
 
     data = res.read_json(path)
-    return data if isinstance(data, dict) else {"status": "missing", "error": f"no readable result at {path}"}
+    return res.CellResult.from_json(data if isinstance(data, dict) else
+                                    {"status": "missing", "error": f"no readable result at {path}"})
 
 
 def _check_result(report: ConformanceReport, key: str, result: Mapping[str, Any], data: DomainData,
@@ -351,9 +348,7 @@ def _check_teacher_requests(report: ConformanceReport, runner: Any, cell: Any, r
     """The teachers ``fit`` used are exactly the ones ``teacher_requests`` declares (Ray trains those first)."""
     if result.get("status") != "ok":
         return
-    state, domains = runner.task_state(cell.task), runner.teacher_data(cell)
-    declared = {runner.teacher_key(kind, dom, state, domains, runner.teacher_seed(cell), runner.teacher_pool(cell))[2]
-                for kind, dom in runner.teacher_requests(cell)}
+    declared = {spec.key for spec in runner.teacher_specs(cell)}
     used = {t["key"] for t in result.get("teachers", [])}
     report.checks.append(CheckResult(
         "teacher-requests", cell.key, declared == used,
@@ -382,7 +377,7 @@ _COMPARED: tuple[tuple[str, ...], ...] = (
 def _get(obj: Mapping[str, Any], path: Iterable[str]) -> Any:
     cur: Any = obj
     for p in path:
-        cur = cur.get(p) if isinstance(cur, dict) else None
+        cur = cur.get(p) if isinstance(cur, Mapping) else None
     return cur
 
 

@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdbench import hookimpl
-from kdbench.api import KDBenchError
+from kdbench.errors import KDBenchError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from kdbench.config import RunConfig
     from kdbench.grid import Cell
     from kdbench.registry import Registry
@@ -63,8 +65,7 @@ def register(registry: Registry, config: RunConfig) -> list[Any]:
     trackers: list[Any] = []
     for name in config.log:
         tracker = TensorBoardTracker() if name == "tensorboard" else MLflowTracker()
-        if registry.pm is not None:
-            registry.pm.register(tracker, name=f"kdbench-tracking-{name}")
+        registry.pm.register(tracker, name=f"kdbench-tracking-{name}")
         trackers.append(tracker)
     return trackers
 
@@ -79,7 +80,7 @@ def _flat(prefix: str, obj: Any) -> dict[str, Any]:
     return {prefix: json.dumps(obj) if isinstance(obj, (list, tuple)) else obj}
 
 
-def final_scalars(result: dict[str, Any]) -> dict[str, float]:
+def final_scalars(result: Mapping[str, Any]) -> dict[str, float]:
     """The numbers of a finished cell that a tracker logs once: metrics, timings, parameters."""
     out: dict[str, float] = {}
     for group in ("metrics", "timing", "params"):
@@ -118,7 +119,7 @@ class Tracker:
             self.scalars(cell, {f"{stage}/dev_accuracy": dev_accuracy}, step)
 
     @hookimpl
-    def kdbench_cell_finish(self, cell: Cell, result: dict[str, Any]) -> None:
+    def kdbench_cell_finish(self, cell: Cell, result: Mapping[str, Any]) -> None:
         if cell.key not in self.stepped:  # under Ray: the stored curve, indexed by logging interval
             losses = (result.get("train") or {}).get("losses") or []
             for i, value in enumerate(losses):
@@ -129,7 +130,7 @@ class Tracker:
     # what a tracker implements
     def open(self, cell: Cell) -> None: ...
     def scalars(self, cell: Cell, values: dict[str, float], step: int) -> None: ...
-    def finish(self, cell: Cell, result: dict[str, Any]) -> None: ...
+    def finish(self, cell: Cell, result: Mapping[str, Any]) -> None: ...
 
     def results_dir(self) -> Path:
         return self.config.results_dir if self.config is not None else Path("results/latest")
@@ -162,7 +163,7 @@ class TensorBoardTracker(Tracker):
         for tag, value in values.items():
             w.add_scalar(f"train/{tag}", value, step)
 
-    def finish(self, cell: Cell, result: dict[str, Any]) -> None:
+    def finish(self, cell: Cell, result: Mapping[str, Any]) -> None:
         w = self.writer(cell)
         for tag, value in final_scalars(result).items():
             w.add_scalar(f"final/{tag}", value, 0)
@@ -224,7 +225,7 @@ class MLflowTracker(Tracker):
         metrics = [Metric(_MLFLOW_KEY.sub("_", k), float(v), now, step) for k, v in values.items()]
         self.client().log_batch(self.run_id(cell), metrics=metrics)
 
-    def finish(self, cell: Cell, result: dict[str, Any]) -> None:
+    def finish(self, cell: Cell, result: Mapping[str, Any]) -> None:
         from mlflow.entities import Metric, Param
 
         client, run = self.client(), self.run_id(cell)

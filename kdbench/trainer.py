@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -42,28 +40,6 @@ def forward(model: KDModel, batch: Mapping[str, torch.Tensor], head: str = "main
     """Run ``model`` on a batch; ``output_hidden`` also returns hidden states and attention scores."""
     return model(**{k: batch[k] for k in INPUTS}, head=head, output_hidden=output_hidden,
                  output_scores=output_hidden)
-
-
-@dataclass
-class TeacherHandle:
-    """A trained teacher, frozen: always in eval mode and without gradients.
-
-    Leaving the teacher in train mode (dropout on while producing targets) is a known defect of a
-    public Meta-KD re-implementation; routing every teacher call through here rules it out.
-    """
-
-    model: KDModel
-    head: str = "main"
-    key: str = ""  # content hash of the trained teacher ("" = not cacheable)
-
-    def __post_init__(self) -> None:
-        self.model.eval()
-        self.model.requires_grad_(False)
-
-    @torch.no_grad()
-    def __call__(self, batch: Mapping[str, torch.Tensor], output_hidden: bool = False,
-                 head: str | None = None) -> ModelOutput:
-        return forward(self.model, batch, head or self.head, output_hidden)
 
 
 def predict(model: KDModel, enc: Encoded, head: str, device: torch.device, precision: str,
@@ -210,6 +186,8 @@ def _sync(pending: list[torch.Tensor], step: int) -> float:
 # -------------------------------------------------------------------------- one-stage distillation
 def distill(ctx: FitContext, method: Method) -> FitResult:
     """Train a fresh student on the target domain with ``method.loss`` (the default ``Method.fit``)."""
+    from kdbench.teachers import cached_teacher, teacher_logits
+
     teacher = ctx.teacher(method.teacher) if method.teacher not in ("none", "multi") else None
     if method.teacher == "multi":
         raise KDBenchError(f"method {method.name!r} needs several teachers: override fit()")
@@ -217,139 +195,20 @@ def distill(ctx: FitContext, method: Method) -> FitResult:
     need = method.needs_hidden
     train_data = ctx.tokenize(ctx.data.train)
     # A frozen teacher's logits never change: compute them once (cached on disk) instead of
-    # running the teacher in every step of every epoch. Hidden states are too large to keep.
+    # running the teacher in every step of every epoch. Its hidden states and attention scores
+    # are kept in memory when they fit --teacher-cache-mb (else recomputed in every step).
     cached = teacher_logits(ctx, teacher, train_data) if teacher is not None and not need else None
+    layers = cached_teacher(ctx, teacher, train_data) if teacher is not None and need else None
 
     def loss_fn(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if cached is not None:
             t_out: ModelOutput | None = ModelOutput(logits=cached[batch["index"].cpu()].to(ctx.device))
         else:
-            t_out = teacher(batch, output_hidden=need) if teacher is not None else None
+            t_out = layers(batch, output_hidden=True) if layers is not None else None
         return method.loss(batch, forward(student, batch, output_hidden=need), t_out)
 
     return train_student(ctx, student, loss_fn, ctx.profile.student_train, stage=method.name,
                          train_data=train_data)
-
-
-def layer_outputs_bytes(model: KDModel, enc: Encoded, bytes_per_value: int = 4) -> int:
-    """Estimated size of a teacher's hidden states and attention scores on every example of ``enc``."""
-    layers, hidden = model.num_layers, model.hidden_size
-    heads = int(model.config.num_attention_heads)
-    return sum(((layers + 1) * n * hidden + layers * heads * n * n) * bytes_per_value
-               for n in map(len, enc.input_ids))
-
-
-class CachedTeacher(TeacherHandle):
-    """A :class:`TeacherHandle` whose layer outputs on one training set are computed once.
-
-    Intermediate-layer losses (TinyBERT's stage 1, PKD) read the teacher's hidden states and
-    attention scores in every step of every epoch. A frozen eval-mode teacher returns the same values
-    each time, so they are computed in one pass and kept in memory, each example trimmed to its own
-    length and zero-padded to the batch's width when served: the losses mask padding, so the padded
-    values never count. This happens only when :func:`layer_outputs_bytes` fits the budget
-    (``--teacher-cache-mb``); otherwise, and for anything but this set's layer outputs, every call
-    runs the teacher. Served values equal recomputed ones up to float noise (tested to 1e-5).
-    """
-
-    def __init__(self, handle: TeacherHandle, enc: Encoded, *, device: torch.device, precision: str,
-                 batch_size: int, budget_mb: float) -> None:
-        super().__init__(handle.model, handle.head, handle.key)
-        self.enc, self.device, self.precision, self.batch_size = enc, device, precision, batch_size
-        self.bytes = layer_outputs_bytes(handle.model, enc)
-        self.enabled = self.bytes <= budget_mb * 2**20
-        self._rows: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]] | None = None
-
-    def __call__(self, batch: Mapping[str, torch.Tensor], output_hidden: bool = False,
-                 head: str | None = None) -> ModelOutput:
-        if not (output_hidden and self.enabled and (head or self.head) == self.head):
-            return super().__call__(batch, output_hidden, head)
-        rows = self._fill()
-        width = batch["input_ids"].shape[1]
-        picked = [rows[i] for i in batch["index"].tolist()]
-
-        hidden = torch.stack([torch.nn.functional.pad(r[2], (0, 0, 0, width - r[2].shape[1])) for r in picked])
-        scores = torch.stack([torch.nn.functional.pad(r[3], (0, width - r[3].shape[-1], 0, width - r[3].shape[-2]))
-                              for r in picked])
-        pooled = [r[1] for r in picked]
-        return ModelOutput(
-            logits=torch.stack([r[0] for r in picked]).to(self.device),
-            pooled=None if pooled[0] is None else torch.stack(pooled).to(self.device),
-            hidden_states=tuple(hidden.to(self.device).unbind(1)),
-            attention_scores=list(scores.to(self.device).unbind(1)))
-
-    @torch.no_grad()
-    def _fill(self) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]]:
-        if self._rows is not None:
-            return self._rows
-        rows: list[Any] = [None] * len(self.enc)
-        for batch in batches(self.enc, self.batch_size):
-            b = dev.to_device(batch, self.device)
-            with dev.autocast(self.device, self.precision):
-                out = super().__call__(b, output_hidden=True)
-            assert out.hidden_states is not None and out.attention_scores is not None
-            lengths = batch["attention_mask"].sum(1).tolist()  # padding is on the right
-            for j, (i, n) in enumerate(zip(batch["index"].tolist(), lengths, strict=True)):
-                rows[i] = (out.logits[j].cpu(), None if out.pooled is None else out.pooled[j].cpu(),
-                           torch.stack([h[j, :n] for h in out.hidden_states]).cpu(),
-                           torch.stack([a[j, :, :n, :n] for a in out.attention_scores]).cpu())
-        self._rows = rows
-        return rows
-
-
-def cached_teacher(ctx: FitContext, teacher: TeacherHandle, enc: Encoded) -> TeacherHandle:
-    """``teacher`` with its layer outputs on ``enc`` cached in memory when they fit the budget."""
-    if not ctx.reuse:
-        return teacher
-    return CachedTeacher(teacher, enc, device=ctx.device, precision=ctx.precision,
-                         batch_size=ctx.profile.eval_batch_size, budget_mb=ctx.teacher_cache_mb)
-
-
-def teacher_logits(ctx: FitContext, teacher: TeacherHandle, enc: Encoded) -> torch.Tensor:
-    """Logits (N, C) of a frozen teacher on ``enc``, computed once and memory-mapped from disk.
-
-    The file name hashes the teacher's content key, its head, the precision and the token ids, so a
-    changed teacher or tokenization can never be served stale logits. Stored as ``.npy`` (no pickle).
-    """
-    import io
-
-    import numpy as np
-
-    from kdbench import results as res
-
-    def compute() -> torch.Tensor:
-        return predict(teacher.model, enc, teacher.head, ctx.device, ctx.precision, ctx.profile.eval_batch_size)
-
-    if not ctx.reuse or not teacher.key or ctx.workdir is None:
-        return compute()
-    key = res.config_hash([teacher.key, teacher.head, ctx.precision, enc.input_ids, enc.token_type_ids])
-    path = ctx.workdir / "cache" / "teacher-logits" / f"{key}.npy"
-    # Integrity: the sha256 of the .npy bytes is written beside it (after it) and checked on every
-    # read; a file that does not match (tampered, or half-replaced by hand) is recomputed with a warning.
-    digest_path = path.with_suffix(".sha256")
-    try:
-        data = path.read_bytes()
-    except OSError:
-        data = None  # missing: compute it
-    if data is not None:
-        try:
-            recorded = digest_path.read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError):
-            recorded = ""
-        if recorded == res.sha256_bytes(data):
-            try:
-                cached = np.load(io.BytesIO(data), allow_pickle=False)
-                if cached.shape == (len(enc.labels), cached.shape[-1]) and np.isfinite(cached).all():
-                    return torch.from_numpy(np.array(cached))
-            except (OSError, ValueError):
-                pass
-        print(f"kdbench: warning: teacher-logits cache {path.name} does not match its recorded sha256 "
-              "(or is unreadable); recomputing it", file=sys.stderr)
-    logits = compute()
-    buf = io.BytesIO()
-    np.save(buf, logits.numpy(), allow_pickle=False)
-    res.atomic_write_bytes(path, buf.getvalue())
-    res.atomic_write_bytes(digest_path, (res.sha256_bytes(buf.getvalue()) + "\n").encode())
-    return logits
 
 
 def train_student(ctx: FitContext, student: KDModel, loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],

@@ -33,7 +33,7 @@ class KDConfig(MethodConfig):
             raise ValueError(f"temperature={self.temperature} must be positive")
 
 
-class KD(Method):
+class KD(Method[KDConfig]):
     name = "kd"
     description = "Vanilla KD (Hinton et al. 2015) from the single-domain teacher"
     teacher = "single"

@@ -100,6 +100,7 @@ from kdbench.losses import (
 )
 from kdbench.modeling import KDModel, load_model, parse_tiny
 from kdbench.results import config_hash
+from kdbench.teachers import cached_teacher
 from kdbench.trainer import INPUTS, forward, train_teacher
 from kdbench_methods.mix import pooled
 from kdbench_methods.teacher import TeacherRow
@@ -120,7 +121,7 @@ if TYPE_CHECKING:
     from kdbench.api import DomainData, Example, Task
     from kdbench.config import Profile
     from kdbench.data import Encoded
-    from kdbench.trainer import TeacherHandle
+    from kdbench.teachers import TeacherHandle
 
 GAMMA1 = 0.5  # weight of the domain-corruption term in the meta-teacher loss (paper, official code)
 
@@ -388,7 +389,7 @@ def stage1_terms(student: KDModel, teacher: TeacherHandle, distiller: LayerDisti
     return {"hidden": hid, "attention": att, "tkd": tkd, "lam": lam}
 
 
-class MetaKD(Method):
+class MetaKD(Method[MetaKDConfig]):
     """Meta-KD; options and their official values: see the module docstring and the README's
     `Fidelity to the official code <../README.md#fidelity-to-the-official-code>`_."""
 
@@ -399,12 +400,10 @@ class MetaKD(Method):
     Config = MetaKDConfig
 
     def teacher_requests(self, target: str, domains: Sequence[str]) -> list[tuple[str, str]]:
-        assert isinstance(self.config, MetaKDConfig)
         return [(self.config.teacher_kind, target)]
 
     def fit(self, ctx: FitContext) -> FitResult:
         cfg = self.config
-        assert isinstance(cfg, MetaKDConfig)
         teacher = ctx.teacher(cfg.teacher_kind)
         assert isinstance(teacher.model, MetaTeacherModel)
         order = tuple(ctx.domains)  # the meta-teacher's domain indices (its train_domains)
@@ -424,14 +423,18 @@ class MetaKD(Method):
         train = ctx.tokenize(examples).with_extra(t=t, domain=[order.index(ctx.target)] * len(examples))
         # --teacher-domains others: the meta-teacher never saw the target and has no embedding for it;
         # its domain features for the target use the MEAN of its trained domains' embeddings.
-        pool = list(ctx.extras.get("teacher_pool") or order)
+        pool = list(ctx.teacher_pool or order)
         if ctx.target not in pool:
             train = train.with_extra(teacher_domain=[-1] * len(examples))
         elif pool != list(order):
             train = train.with_extra(teacher_domain=[pool.index(ctx.target)] * len(examples))
 
+        # stage 1 reads the teacher's layers in every step: cached within --teacher-cache-mb, except for
+        # the official padded normalisation, which needs the teacher's states at the padded positions too
+        layers = teacher if cfg.mse_normalisation == "padded" else cached_teacher(ctx, teacher, train)
+
         def loss1(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            terms = stage1_terms(student, teacher, distiller, branch, stage1_batch(ctx, batch, cfg),
+            terms = stage1_terms(student, layers, distiller, branch, stage1_batch(ctx, batch, cfg),
                                  use_prototype_weights=cfg.use_prototype_weights,
                                  use_expertise_weights=cfg.use_expertise_weights, tkd_form=cfg.tkd_form)
             return meta_distill_stage1_loss(terms["hidden"], terms["attention"], terms["tkd"], terms["lam"],
@@ -456,7 +459,7 @@ class MetaTeacherRowConfig(MethodConfig):
     prototype_include_padding: bool = False
 
 
-class MetaTeacherRow(TeacherRow):
+class MetaTeacherRow(TeacherRow[MetaTeacherRowConfig]):
     name = "teacher:meta"
     description = "The Meta-KD meta-teacher evaluated on the target domain"
     teacher = "meta"
@@ -464,7 +467,6 @@ class MetaTeacherRow(TeacherRow):
 
     def kind(self) -> str:
         c = self.config
-        assert isinstance(c, MetaTeacherRowConfig)
         return meta_teacher_kind(c.use_prototype_weights, c.use_domain_corruption, c.prototype_include_padding)
 
     def teacher_requests(self, target: str, domains: Sequence[str]) -> list[tuple[str, str]]:

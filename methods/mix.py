@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kdbench import hookimpl
-from kdbench.api import FitResult, Method, Teacher, TeacherContext
+from kdbench.api import FitResult, Method, MethodConfig, Teacher, TeacherContext
 from kdbench.trainer import cross_entropy, forward, train_teacher
 from kdbench_methods.teacher import TeacherRow
 from kdbench_methods.tinybert import TinyBERT
@@ -56,7 +56,7 @@ class Mix(TinyBERT):
     teacher = "mix"
 
 
-class MixTeacherRow(TeacherRow):
+class MixTeacherRow(TeacherRow[MethodConfig]):
     name = "teacher:mix"
     description = "The mix teacher evaluated on the target domain (BERT_B-mix)"
     teacher = "mix"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from kdbench import hookimpl
-from kdbench.api import FitResult, Method, Teacher, TeacherContext
+from kdbench.api import FitResult, Method, MethodConfig, Teacher, TeacherContext
 from kdbench.losses import cross_entropy_per_example
 from kdbench.trainer import forward, predict, train_teacher
 from kdbench_methods.mix import pooled
@@ -112,7 +112,7 @@ class MTL(TinyBERT):
     teacher = "mtl"
 
 
-class MTLTeacherRow(TeacherRow):
+class MTLTeacherRow(TeacherRow[MethodConfig]):
     name = "teacher:mtl"
     description = "The multi-task teacher's target-domain head evaluated on the target domain (BERT_B-mtl)"
     teacher = "mtl"

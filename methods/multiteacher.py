@@ -100,7 +100,7 @@ def ensemble_logits(teacher_logits: Sequence[torch.Tensor], temperature: float,
     return temperature * (torch.logsumexp(log_p, dim=0) - math.log(len(teacher_logits)))
 
 
-class MultiTeacher(Method):
+class MultiTeacher(Method[MultiTeacherConfig]):
     name = "multiteacher"
     description = "KD from the averaged soft targets of the single-domain teachers of all domains"
     teacher = "multi"
@@ -108,12 +108,11 @@ class MultiTeacher(Method):
 
     def fit(self, ctx: FitContext) -> FitResult:
         c = self.config
-        assert isinstance(c, MultiTeacherConfig)
         train = ctx.tokenize(ctx.data.train)
         p = ctx.profile
         per_teacher = []
         # every domain of the task, the target included; with --teacher-domains others, all but the target
-        pool = ctx.extras.get("teacher_pool") or list(ctx.domains)
+        pool = list(ctx.teacher_pool or ctx.domains)
         for domain in pool:
             handle = ctx.teacher("single", domain)
             per_teacher.append(predict(handle.model, train, handle.head, ctx.device, ctx.precision,

@@ -56,7 +56,8 @@ import torch.nn.functional as F
 from kdbench import hookimpl
 from kdbench.api import FitContext, FitResult, Method, MethodConfig
 from kdbench.losses import kd_kl_per_example, pkd_layer_map, pkd_patient_loss
-from kdbench.trainer import cached_teacher, forward, train_student
+from kdbench.teachers import cached_teacher
+from kdbench.trainer import forward, train_student
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -120,7 +121,7 @@ def pkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
     return loss
 
 
-class PKD(Method):
+class PKD(Method[PKDConfig]):
     """BERT-PKD; see the module docstring and the README's
     `Fidelity to the official code <../README.md#fidelity-to-the-official-code>`_."""
 
@@ -132,7 +133,6 @@ class PKD(Method):
 
     def layer_map(self, n_teacher: int, n_student: int) -> list[int]:
         """Teacher ``hidden_states`` index for each student layer 1..n_student−1."""
-        assert isinstance(self.config, PKDConfig)
         return pkd_layer_map(n_teacher, n_student, self.config.variant)
 
     def loss(self, batch: Mapping[str, torch.Tensor], student: ModelOutput, teacher: ModelOutput | None,
@@ -170,7 +170,6 @@ class PKD(Method):
             return self.loss(batch, forward(student, batch, output_hidden=True), t_out, projection)
 
         cfg = ctx.profile.student_train
-        assert isinstance(self.config, PKDConfig)
         if self.config.lr:
             cfg = cfg.replace(lr=self.config.lr)
         fit = train_student(ctx, student, loss_fn, cfg, stage=self.name, params=params)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kdbench import hookimpl
-from kdbench.api import Method
+from kdbench.api import Method, MethodConfig
 from kdbench.trainer import cross_entropy
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from kdbench.modeling import ModelOutput
 
 
-class Student(Method):
+class Student(Method[MethodConfig]):
     name = "student"
     description = "Student fine-tuned on the target domain without a teacher (BERT_S)"
     teacher = "none"

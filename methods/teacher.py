@@ -8,7 +8,7 @@ target test set, so the table's teacher row costs no extra training.
 from __future__ import annotations
 
 from kdbench import hookimpl
-from kdbench.api import FitContext, FitResult, Method, Teacher, TeacherContext
+from kdbench.api import C, FitContext, FitResult, Method, Teacher, TeacherContext
 from kdbench.trainer import cross_entropy, forward, train_teacher
 
 
@@ -23,7 +23,7 @@ class SingleTeacher(Teacher):
                              ctx.tokenize(data.train), ctx.tokenize(data.dev), stage=f"teacher:{ctx.target}")
 
 
-class TeacherRow(Method):
+class TeacherRow(Method[C]):
     name = "teacher"
     description = "The single-domain teacher evaluated on the target domain (BERT_B-single)"
     teacher = "single"

@@ -64,7 +64,8 @@ from kdbench.losses import (
     tinybert_layer_map,
 )
 from kdbench.stagecache import cached_stage
-from kdbench.trainer import INPUTS, cached_teacher, forward, teacher_logits, train_student
+from kdbench.teachers import cached_teacher, teacher_logits
+from kdbench.trainer import INPUTS, forward, train_student
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -72,7 +73,7 @@ if TYPE_CHECKING:
     from kdbench.api import TrainConfig
     from kdbench.data import Encoded
     from kdbench.modeling import KDModel, ModelOutput
-    from kdbench.trainer import TeacherHandle
+    from kdbench.teachers import TeacherHandle
 
 
 _CHOICES = {
@@ -271,7 +272,7 @@ def tinybert_distill(ctx: FitContext, teacher: TeacherHandle, config: TinyBERTCo
     return combine(student, r1, r2, stage=stage, projection=distiller.projection is not None)
 
 
-class TinyBERT(Method):
+class TinyBERT(Method[TinyBERTConfig]):
     """TinyBERT task distillation; options and their official values: see the module docstring and
     the README's `Fidelity to the official code <../README.md#fidelity-to-the-official-code>`_."""
 
@@ -282,7 +283,6 @@ class TinyBERT(Method):
     Config = TinyBERTConfig
 
     def fit(self, ctx: FitContext) -> FitResult:
-        assert isinstance(self.config, TinyBERTConfig)
         return tinybert_distill(ctx, ctx.teacher(self.teacher), self.config, stage=self.name)
 
 

@@ -24,13 +24,20 @@ def screen(monkeypatch) -> io.StringIO:
 
 
 def test_reporter_prints_bracketed_text_literally(screen):
-    rep = report.RichReporter()
+    from kdbench import registry
+    from kdbench.results import CellResult
+
+    reg = registry.load()
+    reg.pm.register(report.RichReporter())  # the reporter is a plugin: it sees the run through the hooks
+    hook = reg.pm.hook
     cell = Cell(task="amazon", fraction=1.0, seed=0, domain="books", method="kd")
-    rep.grid_start([cell], 1)
-    rep.message("teacher mix for amazon/books [d6f3a1b2c4e5f607]: submitted")
-    rep.cell_start(cell)
-    rep.cell_end(cell, "failed", 1.0)
-    rep.grid_end()
+    hook.kdbench_grid_start(cells=[cell], todo=1)
+    hook.kdbench_message(text="teacher mix for amazon/books [d6f3a1b2c4e5f607]: submitted")
+    hook.kdbench_cell_start(cell=cell)
+    hook.kdbench_train_step(cell=cell, stage="kd", step=1, total=2, epoch=1, loss=0.5, lr=1e-3)
+    result = CellResult(status="failed", task="amazon", domain="books", method="kd", fraction=1.0, seed=0)
+    hook.kdbench_cell_finish(cell=cell, result=result, seconds=1.0)
+    hook.kdbench_grid_finish()
     out = screen.getvalue()
     assert "teacher mix for amazon/books [d6f3a1b2c4e5f607]: submitted" in out
     assert "failed kd · amazon/books · f=1 · seed 0 (1.0s)" in out

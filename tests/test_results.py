@@ -177,3 +177,35 @@ def test_any_damaged_cell_is_kept_out_or_tabled_never_a_traceback(path, value):
         build_tables([student, damaged])
     except KDBenchError as exc:  # a refusal (e.g. a damaged split_hash mixing splits) is one line
         assert "\n" not in str(exc)
+
+
+# ---------------------------------------------------------------------------------- CellResult
+def test_cell_result_round_trips_a_stored_cell_file_exactly(tmp_path):
+    """A cell file of the committed reference run reads back and writes the same JSON object."""
+    from pathlib import Path
+
+    folder = Path(__file__).parent.parent / "results" / "amazon-cpu-all" / "cells"
+    for path in sorted(folder.glob("*.json"))[:5]:
+        data = json.loads(path.read_text())
+        result = res.CellResult.from_json(data)
+        assert result.to_json() == data and dict(result) == data and result == data
+        assert result.ok and result.metrics == data["metrics"] and result["seed"] == data["seed"]
+
+
+def test_cell_result_made_here_writes_its_header_and_only_the_fields_it_has():
+    failed = res.CellResult(status="failed", method="kd", task="t", domain="d", fraction=1.0, seed=0,
+                            error="ValueError: x", traceback="tb")
+    out = failed.to_json()
+    assert out["error"] == "ValueError: x" and "metrics" not in out and "executor" not in out
+    assert out["data_revision"] is None and out["schema"] == res.SCHEMA_VERSION  # header keys always
+    assert failed.get("metrics", {}) == {} and "metrics" not in failed and not failed.ok
+    with pytest.raises(KeyError):
+        failed["extra"]  # the bookkeeping fields are not keys of the file
+
+
+def test_cell_result_keeps_untrusted_values_and_unknown_keys():
+    data = {"status": 5, "task": ["x"], "future_key": {"a": 1}, "metrics": None}
+    result = res.CellResult.from_json(data)  # never raises: check_cell judges the values
+    assert result.to_json() == data and result.extra == {"future_key": {"a": 1}}
+    assert "domain" not in result and result.get("metrics", 0) is None
+    assert res.check_cell(result)[1] == "lacks domain, method, fraction, seed"

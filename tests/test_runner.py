@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdbench import registry, runner
+from kdbench import hookimpl, registry, runner
 from kdbench.api import KDBenchError
 from kdbench.config import RunConfig
 from kdbench.lock import LOCK_NAME, run_lock
@@ -173,11 +173,14 @@ def test_corrupt_cell_and_teacher_are_recomputed(tmp_path, data_dir, cache_dir):
     (tmp_path / "cells" / "amazon__books__kd__f0.1__s0.json").unlink()
     messages: list[str] = []
 
-    class Rec(runner.Reporter):
-        def message(self, text: str) -> None:
+    class Rec:
+        @hookimpl
+        def kdbench_message(self, text: str) -> None:
             messages.append(text)
 
-    s = runner.run(cfg, registry.load(), Rec())
+    reg = registry.load()
+    reg.pm.register(Rec())
+    s = runner.run(cfg, reg)
     assert (s.ok, s.skipped, s.teachers_trained) == (2, 0, 1)
     assert any("unreadable result file" in m for m in messages)
     assert any("does not match its recorded sha256; retraining" in m for m in messages)  # garbage bytes

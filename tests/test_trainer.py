@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from kdbench import trainer
-from kdbench.api import FitContext, TrainConfig
+from kdbench.api import TrainConfig
 from kdbench.config import resolve_profile
 from kdbench.data import Encoded
 from kdbench.modeling import load_model
@@ -23,39 +21,6 @@ def enc(n=40, seed=0, shift=0):
            for k in torch.randint(3, 12, (n,), generator=g)]
     labels = [int(x[1] > 30) for x in ids]  # learnable
     return Encoded([str(i) for i in range(n)], ids, [[0] * len(x) for x in ids], labels)
-
-
-def ctx(tmp: Path, reuse=True) -> FitContext:
-    return FitContext(task=None, target="d", domains={}, seed=0, profile=resolve_profile("tiny"),  # type: ignore[arg-type]
-                      device=torch.device("cpu"), precision="fp32", get_teacher=None, build_student=None,  # type: ignore[arg-type]
-                      tokenize=None, workdir=tmp, reuse=reuse)  # type: ignore[arg-type]
-
-
-def test_teacher_logits_cache_is_content_addressed(tmp_path, monkeypatch):
-    calls = []
-    real = trainer.predict
-    monkeypatch.setattr(trainer, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
-    h = trainer.TeacherHandle(tiny(), key="teacherA")
-    e = enc()
-    first = trainer.teacher_logits(ctx(tmp_path), h, e)
-    again = trainer.teacher_logits(ctx(tmp_path), h, e)
-    assert len(calls) == 1 and torch.equal(first, again)  # computed once, then memory-mapped
-    assert torch.allclose(first, real(h.model, e, "main", torch.device("cpu"), "fp32", 8))
-    files = list((tmp_path / "cache" / "teacher-logits").glob("*.npy"))
-    assert len(files) == 1 and not list(files[0].parent.glob("*.tmp"))
-
-    # another teacher (key), or another tokenization of the data, never reuses those logits
-    other = trainer.TeacherHandle(tiny(seed=1), key="teacherB")
-    assert not torch.equal(trainer.teacher_logits(ctx(tmp_path), other, e), first)
-    trainer.teacher_logits(ctx(tmp_path), h, enc(shift=3))
-    assert len(calls) == 3 and len(list(files[0].parent.glob("*.npy"))) == 3
-
-    # a corrupt cache file is recomputed, and reuse=False bypasses the cache
-    for f in files[0].parent.glob("*.npy"):
-        f.write_bytes(b"junk")
-    assert torch.equal(trainer.teacher_logits(ctx(tmp_path), h, e), first)
-    trainer.teacher_logits(ctx(tmp_path, reuse=False), h, e)
-    assert len(calls) == 5
 
 
 def test_training_reduces_loss_and_keeps_best_dev_checkpoint():
@@ -87,42 +52,6 @@ def test_compile_flag_compiles_the_trained_model_once(monkeypatch):
                   TrainConfig(epochs=1, lr=1e-3), batch_size=8, eval_batch_size=16, device=torch.device("cpu"),
                   precision="fp32", seed=0)
     assert seen == [model]  # compile=False (the default) leaves the model alone
-
-
-def test_cached_teacher_serves_the_recomputed_layer_outputs_and_respects_the_budget():
-    from kdbench.data import batches
-
-    teacher = trainer.TeacherHandle(tiny(1))
-    data = enc(n=30)
-    cpu = torch.device("cpu")
-    cached = trainer.CachedTeacher(teacher, data, device=cpu, precision="fp32", batch_size=7, budget_mb=64)
-    assert cached.enabled and cached.bytes == trainer.layer_outputs_bytes(teacher.model, data)
-    calls = []
-    real_forward = teacher.model.forward
-    teacher.model.forward = lambda *a, **k: calls.append(1) or real_forward(*a, **k)
-    for _ in range(2):  # two "epochs" of differently composed, differently padded batches
-        for batch in batches(data, 5, __import__("random").Random(3)):
-            got = cached(batch, output_hidden=True)
-            want = real_forward(**{k: batch[k] for k in trainer.INPUTS}, output_hidden=True, output_scores=True)
-            mask = batch["attention_mask"].bool()
-            assert torch.allclose(got.logits, want.logits, atol=1e-5)
-            for g, w in zip(got.hidden_states, want.hidden_states, strict=True):
-                assert g.shape == w.shape and torch.allclose(g[mask], w[mask], atol=1e-5)
-            pair = mask[:, None, :, None] & mask[:, None, None, :]
-            for g, w in zip(got.attention_scores, want.attention_scores, strict=True):
-                assert g.shape == w.shape
-                assert torch.allclose(g.masked_fill(~pair, 0), w.masked_fill(~pair, 0), atol=1e-5)
-    assert len(calls) == 5  # one pass over the 30 examples in batches of 7, then never again
-    calls.clear()
-    cached(next(batches(data, 5)), output_hidden=False)  # logits only: not served from the layer cache
-    assert len(calls) == 1
-
-    tight = trainer.CachedTeacher(teacher, data, device=cpu, precision="fp32", batch_size=7,
-                                  budget_mb=cached.bytes / 2**20 / 2)
-    assert not tight.enabled  # over budget: every call runs the teacher
-    calls.clear()
-    tight(next(batches(data, 5)), output_hidden=True)
-    assert len(calls) == 1 and tight._rows is None
 
 
 # ------------------------------------------------------------------------ schedule and eval_every

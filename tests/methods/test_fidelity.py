@@ -14,7 +14,8 @@ from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, collate
 from kdbench.modeling import load_model
 from kdbench.registry import load
-from kdbench.trainer import TeacherHandle, forward
+from kdbench.teachers import TeacherHandle
+from kdbench.trainer import forward
 from kdbench_methods import metakd, pkd, tinybert
 from kdbench_methods.metakd import DomainBranch, MetaKDConfig, MetaTeacherModel, stage1_terms
 from kdbench_methods.multiteacher import ensemble_logits

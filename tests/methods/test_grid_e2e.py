@@ -1,4 +1,6 @@
-"""End to end through the CLI on the tiny profile: every method of this package, two Amazon domains."""
+"""End to end through the CLI on the tiny profile: every method and teacher row of this package on two
+Amazon domains, then the paper table. The one end-to-end "every method" suite (the conformance kit,
+tests/methods/test_conformance.py, checks each method on its own)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import pytest
 
 from kdbench.cli import main
 
-METHODS = "tinybert,mix,mtl,metakd,teacher:mix,teacher:mtl,teacher:meta"
+METHODS = ("student,kd,pkd,tinybert,mix,mtl,multiteacher,metakd,"
+           "teacher,teacher:mix,teacher:mtl,teacher:meta")
 
 
 def run(results: Path, data_dir: Path, cache_dir: Path, *extra: str, domains: str = "books,dvd",
@@ -61,9 +64,10 @@ def test_teachers_are_shared_and_of_the_right_kind(grid):
             kinds.setdefault(t["kind"], set()).add(t["key"])
             if t["kind"] in ("mix", "mtl", "meta"):
                 assert t["domains"] == ["books", "dvd", "electronics", "kitchen"], key
-    # fraction on all domains: one pooled teacher of each kind serves both targets and all methods
-    assert {k: len(v) for k, v in kinds.items()} == {"single": 2, "mix": 1, "mtl": 1, "meta": 1}
-    assert len(list((grid / "teachers").iterdir())) == 5
+    # fraction on all domains: one pooled teacher of each kind serves both targets and all methods;
+    # multiteacher uses every domain's single teacher (the targets' ones shared with kd, pkd, tinybert)
+    assert {k: len(v) for k, v in kinds.items()} == {"single": 4, "mix": 1, "mtl": 1, "meta": 1}
+    assert len(list((grid / "teachers").iterdir())) == 7
 
 
 @pytest.mark.realdata
@@ -100,3 +104,11 @@ def test_ablation_trains_its_own_meta_teacher(grid, data_dir, cache_dir, tmp_pat
     full = cells(grid)["amazon__books__metakd__f0.05__s0"]
     assert cell["teachers"][0]["key"] != full["teachers"][0]["key"]
     assert cell["config"]["method_options"]["use_domain_corruption"] is False
+
+
+@pytest.mark.realdata
+def test_paper_table_lists_every_method(grid, capsys):
+    capsys.readouterr()
+    assert main(["table", str(grid), "--layout", "paper"]) == 0
+    out = capsys.readouterr().out
+    assert all(m in out for m in ("metakd", "multiteacher", "tinybert", "pkd"))

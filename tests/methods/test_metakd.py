@@ -19,7 +19,8 @@ from kdbench.losses import (
 )
 from kdbench.modeling import load_model
 from kdbench.registry import load
-from kdbench.trainer import TeacherHandle, forward
+from kdbench.teachers import TeacherHandle
+from kdbench.trainer import forward
 from kdbench_methods import metakd
 from kdbench_methods.metakd import (
     DomainBranch,

@@ -13,7 +13,7 @@ from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, collate
 from kdbench.losses import hinton_kd_loss
 from kdbench.modeling import load_model
-from kdbench.trainer import TeacherHandle
+from kdbench.teachers import TeacherHandle
 from kdbench_methods import multiteacher as mt
 from kdbench_methods.multiteacher import MultiTeacher, MultiTeacherConfig, ensemble_logits
 
@@ -58,7 +58,7 @@ def test_options_are_validated():
     with pytest.raises(ValueError, match="at least one teacher"):
         ensemble_logits([], 1.0)
     assert MultiTeacher.teacher == "multi"
-    cfg = method_config(MultiTeacherConfig, "multiteacher", resolve_profile("tiny").methods["multiteacher"])
+    cfg = method_config(MultiTeacherConfig, "multiteacher", resolve_profile("tiny").methods.get("multiteacher", {}))
     assert (cfg.alpha, cfg.temperature, cfg.average) == (0.5, 1.0, "logits")
 
 

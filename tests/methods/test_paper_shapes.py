@@ -26,8 +26,9 @@ from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, collate
 from kdbench.modeling import load_model
 from kdbench.registry import load as load_registry
+from kdbench.teachers import TeacherHandle
 from kdbench.testing import ToyTask
-from kdbench.trainer import TeacherHandle, forward
+from kdbench.trainer import forward
 from kdbench_methods import metakd
 from kdbench_methods.metakd import MetaTeacherModel
 from kdbench_methods.tinybert import LayerDistiller, TinyBERTConfig, distiller_for, pad_to

@@ -12,7 +12,8 @@ from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded
 from kdbench.losses import attention_mse, hidden_mse
 from kdbench.modeling import ModelOutput, load_model
-from kdbench.trainer import TeacherHandle, forward, train
+from kdbench.teachers import TeacherHandle
+from kdbench.trainer import forward, train
 from kdbench_methods.tinybert import LayerDistiller, TinyBERTConfig
 
 TINY = resolve_profile("tiny")
