@@ -62,6 +62,8 @@ class CellResult(Mapping[str, Any]):
     precision: str | None = None
     compile: bool | None = None
     teacher_cache_mb: float | None = None
+    #: ``--precision auto`` on CPU: the start-up fp32/bf16 GEMM measurement (kdbench.device)
+    precision_probe: dict[str, Any] | None = None
     versions: dict[str, Any] = dataclasses.field(default_factory=dict)
     data_revision: str | None = None
     created: str | None = None
