@@ -94,7 +94,8 @@ def delta_legend(table: Table) -> list[str]:
             + (" † p<0.05: paired t-test over seeds (≥ 3 shared seeds), Holm within the family."
                if table.has_seed_tests else "")
             + (" Minimum detectable effect at 80% power after Holm (median of the family): "
-               + ", ".join(f"{f.name} {f.mde:.1f}" for f in table.families) + " points."
+               + ", ".join(f"{f.name} " + ("not estimable" if math.isnan(f.mde) else f"{f.mde:.1f}")
+                           for f in table.families) + " points."
                if table.families else "")]
 
 
@@ -308,7 +309,7 @@ def to_csv(tables: Sequence[Table]) -> str:
                              "p_seeds_t_holm": _g(e.p_seeds_adjusted),
                              "n_seeds_paired": c.n_seeds, "family": e.family,
                              "family_size": fam_size.get(e.family, ""), "delta_se": _g(c.se),
-                             "mde_80": _g(mde(c.se, fam_size[e.family])) if e.family in fam_size else "",
+                             "mde_80": _g(mde(c.se, fam_size[e.family])) if e.family in fam_size and c.se > 0 else "",
                              "p_bootstrap_mc_se": _g(c.p_mc_se), "p_equivalence": _g(c.p_equivalence),
                              "equivalence_margin": _g(t.equivalence_margin)}
                 if src is not None:

@@ -131,6 +131,9 @@ class Family:
     size: int
     mde: float
     mde_range: tuple[float, float]
+    #: comparisons left out of the MDE: identical outputs (no discordant example), so no variance
+    #: estimate; an MDE of 0 from them would claim that any difference is detectable
+    no_variance: int = 0
 
 
 @dataclass
@@ -372,9 +375,12 @@ def _finish(table: Table, groups: Sequence[Sequence[Sequence[Mapping[str, Any]]]
         for (i, j, _), c, ps in zip(members, adjusted, seed_p, strict=True):
             rows[i].entries[j] = replace(rows[i].entries[j], comparison=c, family=fam,
                                          p_seeds_adjusted=None if math.isnan(ps) else ps)
-        mdes = [mde(c.se, len(members), ALPHA) for _, _, c in members if math.isfinite(c.se)]
+        mdes = [mde(c.se, len(members), ALPHA) for _, _, c in members if math.isfinite(c.se) and c.se > 0]
+        flat = sum(1 for _, _, c in members if c.se == 0)
         if mdes:
-            table.families.append(Family(fam, len(members), _median(mdes), (min(mdes), max(mdes))))
+            table.families.append(Family(fam, len(members), _median(mdes), (min(mdes), max(mdes)), flat))
+        else:
+            table.families.append(Family(fam, len(members), math.nan, (math.nan, math.nan), flat))
     table.n_seeds = max((c.n_seeds for _, _, c in cmp_at), default=0)
     table.mc_p_se = max((c.p_mc_se for _, _, c in cmp_at), default=0.0)
     table.degenerate = sum(c.seeds_degenerate for _, _, c in cmp_at)
@@ -476,9 +482,12 @@ def _test_legend(table: Table) -> list[str]:
                      + (f" {table.degenerate} seed-level t-test(s) degenerate (identical per-seed differences, "
                         "zero variance): no p-value." if table.degenerate else ""))
     if b is not None and table.families:
-        fams = "; ".join(f"{FAMILY_TEXT[f.name].format(b=b)} (m = {f.size}, MDE {f.mde:.1f}"
+        fams = "; ".join(f"{FAMILY_TEXT[f.name].format(b=b)} (m = {f.size}, "
+                         + ("MDE not estimable" if math.isnan(f.mde) else f"MDE {f.mde:.1f}")
                          + (f" [{f.mde_range[0]:.1f}–{f.mde_range[1]:.1f}]" if f.mde_range[1] - f.mde_range[0] >= 0.05
-                            else "") + ")" for f in table.families)
+                            else "")
+                         + (f"; {f.no_variance} with identical outputs left out" if f.no_variance else "") + ")"
+                         for f in table.families)
         lines.append("* p<0.05, ** p<0.01 after Holm–Bonferroni within each family of comparisons: " + fams + ". "
                      "MDE: the smallest true difference (points) the family's test detects with 80% power at "
                      "Holm's strictest level α/m (median over the family, range in brackets); smaller effects "

@@ -409,3 +409,18 @@ def test_teacher_settings_are_stated_and_never_mixed() -> None:
     assert any("without the target" in line for line in out[1].legend)
     (curves,) = tables.curves(cells + held)  # figures show the default setting only, never both
     assert set(curves.methods) == {"kd", "mix"}
+
+
+def test_a_family_of_identical_outputs_has_no_mde_not_zero():
+    """No discordant example means no variance estimate: the MDE is not estimable, never 0."""
+    from kdbench.tables import build_tables
+
+    def cell(method: str, seed: int = 0) -> dict:
+        pred = [0, 1, 1, 0, 1, 0, 0, 1]
+        return {"status": "ok", "task": "t", "domain": "d", "method": method, "fraction": 1.0, "seed": seed,
+                "metrics": {"test_accuracy": 100.0}, "split_hash": "h",
+                "predictions": {"ids": [str(i) for i in range(8)], "pred": pred, "gold": pred}}
+
+    (table,) = build_tables([cell("student"), cell("kd")])
+    assert table.families and all(math.isnan(f.mde) and f.no_variance for f in table.families)
+    assert "MDE not estimable" in " ".join(table.legend) and "MDE 0.0" not in " ".join(table.legend)
