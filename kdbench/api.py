@@ -254,8 +254,10 @@ class Method(ABC, Generic[C]):
     Generic over its options: ``class KD(Method[KDConfig])`` with ``Config = KDConfig``, so that
     ``self.config`` is a ``KDConfig`` (no ``isinstance`` check needed).
 
-    Set ``name``, ``description`` and ``teacher`` (the teacher kind it needs: ``"none"``,
-    ``"single"``, ``"mix"``, ``"mtl"``, ``"meta"``, ``"multi"`` or a custom registered kind).
+    Set ``name``, ``description`` and ``teacher``: the teacher kind it needs (``"single"``,
+    ``"mix"``, ``"mtl"``, ``"meta"`` or a custom registered kind), ``None`` (the default) for none.
+    A method that needs several teachers (e.g. ``multiteacher``: the single teacher of every domain)
+    names their kind and overrides :meth:`teacher_requests`.
     Override :meth:`loss` for a one-stage method trained by the shared loop, or :meth:`fit` for
     anything else.
     """
@@ -263,7 +265,7 @@ class Method(ABC, Generic[C]):
     name: ClassVar[str]
     description: ClassVar[str]
     version: ClassVar[str] = "1"
-    teacher: ClassVar[str] = "none"
+    teacher: ClassVar[str | None] = None
     #: set when the loss reads the teacher's hidden states / attention scores
     needs_hidden: ClassVar[bool] = False
     Config: ClassVar[type[Any]] = MethodConfig
@@ -276,13 +278,10 @@ class Method(ABC, Generic[C]):
 
         Distributed executors train these first, each once, and ship them to the cell. A request
         not declared here still works: that teacher is then trained inside the cell. The default
-        follows ``teacher``; override it when the kind depends on the method's options.
+        is ``teacher`` on the target domain (none when ``teacher`` is ``None``); override it when a
+        method uses several teachers or the kind depends on the method's options.
         """
-        if self.teacher == "none":
-            return []
-        if self.teacher == "multi":
-            return [("single", d) for d in domains]
-        return [(self.teacher, target)]
+        return [] if self.teacher is None else [(self.teacher, target)]
 
     def loss(self, batch: Mapping[str, torch.Tensor], student: ModelOutput,
              teacher: ModelOutput | None) -> torch.Tensor:

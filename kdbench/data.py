@@ -138,10 +138,10 @@ def encode(tokenizer: Any, examples: Sequence[Example], max_len: int) -> Encoded
 
 
 # ------------------------------------------------------------------------------------- batching
-def collate(enc: Encoded, idx: Sequence[int], pad_id: int = 0, width: int = 0) -> dict[str, torch.Tensor]:
-    """Pad the selected examples to the longest of them (dynamic padding), or to ``width`` if longer."""
-    width = max(width, *(len(enc.input_ids[i]) for i in idx))
-    ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+def collate(enc: Encoded, idx: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Pad the selected examples to the longest of them (dynamic padding) with pad id 0 (BERT's ``[PAD]``)."""
+    width = max(len(enc.input_ids[i]) for i in idx)
+    ids = torch.zeros((len(idx), width), dtype=torch.long)
     types = torch.zeros((len(idx), width), dtype=torch.long)
     mask = torch.zeros((len(idx), width), dtype=torch.long)
     for row, i in enumerate(idx):
@@ -178,7 +178,6 @@ def batch_order(lengths: Sequence[int], batch_size: int, rng: random.Random | No
     return out
 
 
-def batches(enc: Encoded, batch_size: int, rng: random.Random | None = None,
-            pad_id: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+def batches(enc: Encoded, batch_size: int, rng: random.Random | None = None) -> Iterator[dict[str, torch.Tensor]]:
     for idx in batch_order([len(x) for x in enc.input_ids], batch_size, rng):
-        yield collate(enc, idx, pad_id)
+        yield collate(enc, idx)

@@ -50,7 +50,7 @@ def method_options(cls: Any) -> list[tuple[str, str, str]]:
 def print_method(cls: Any) -> None:
     """``kdbench show METHOD``: what it is, its teacher kind and its options."""
     console.print(f"[bold]{escape(cls.name)}[/bold]: {escape(cls.description)}")
-    console.print(f"teacher: {escape(cls.teacher)}")
+    console.print(f"teacher: {escape(cls.teacher or 'none')}")
     opts = method_options(cls)
     if not opts:
         console.print("options: none")
@@ -77,7 +77,7 @@ def print_registry(reg: Registry, verbose: bool = False) -> None:
         for name, e in sorted(kind.entries.items()):
             cells = [name]
             if extra == "teacher":
-                cells.append(e.cls.teacher)  # type: ignore[attr-defined]
+                cells.append(e.cls.teacher or "none")  # type: ignore[attr-defined]
             elif extra == "domains":
                 cells.append(",".join(e.cls.domains))  # type: ignore[attr-defined]
             cells += [e.cls.description, f"{e.dist} ({e.source})"]  # type: ignore[attr-defined]

@@ -252,7 +252,7 @@ class Runner:
         dev.check_thread_env()
         methods = list(self.methods.values())  # one per row (variants and sweeps resolved)
         check_model_available(self.profile.student, "student")
-        if any(m.teacher != "none" for m in methods):
+        if any(m.teacher is not None for m in methods):
             check_model_available(self.profile.teacher, "teacher")
         check_cache_dir(self.config.cache_path())
         for task in dict.fromkeys(c.task for c in self.cells):
@@ -475,7 +475,6 @@ class Runner:
     def evaluate_fit(self, cell: Cell, state: TaskState, domains: Mapping[str, DomainData], fit: FitResult,
                      fit_seconds: float, usage: TeacherUsage) -> dict[str, Any]:
         """Test and dev accuracy, predictions and timings of a trained cell."""
-        method = self.methods[cell.method]
 
         def tokenize(examples: tuple[Example, ...]) -> Encoded:
             return state.tokenize(tuple(examples), self.profile.max_len)
@@ -493,7 +492,7 @@ class Runner:
             self._student = (cell, (fit.model, fit.head, state.tokenizer, test, state.task.labels))
         teacher_infer = None
         used = usage.used
-        if used and method.teacher not in ("none",):
+        if used:
             first = next(iter(used.values()))
             handle = self.teachers.handle(first["key"])
             if handle is not None and handle.model is not fit.model:

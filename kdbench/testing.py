@@ -15,7 +15,7 @@ Every method registered with kdbench, built-in or third-party, should pass::
    ``dev_accuracy`` present, finite and in [0, 100]; predictions cover exactly the domain's test
    examples, each once, with the gold label of that example, predicted labels in range, and an
    accuracy that agrees with ``test_accuracy``; ``split_hash`` equal to the task's; a teacher used iff
-   the method declares one (``Method.teacher != "none"``).
+   the method declares one (``Method.teacher is not None``).
 2. **it is deterministic under a fixed seed on CPU**: the first domain's cell is run again, in a
    fresh results directory, and must give identical metrics, predictions and logged losses. What is
    compared is the *method*: the teachers the first run used are copied into the fresh directory, so
@@ -273,13 +273,13 @@ def _read(path: Path) -> CellResult:
 
 
 def _check_result(report: ConformanceReport, key: str, result: Mapping[str, Any], data: DomainData,
-                  labels: Sequence[str], teacher_kind: str) -> None:
+                  labels: Sequence[str], teacher_kind: str | None) -> None:
     problems = _result_problems(result, data, len(labels), teacher_kind)
     report.checks.append(CheckResult("result", key, not problems, "; ".join(problems)))
 
 
 def _result_problems(result: Mapping[str, Any], data: DomainData, n_labels: int,
-                     teacher_kind: str) -> list[str]:
+                     teacher_kind: str | None) -> list[str]:
     if result.get("status") != "ok":
         tb = str(result.get("traceback", "")).strip().splitlines()[-6:]
         return [f"status {result.get('status')!r}: {result.get('error')}" + ("\n    " + "\n    ".join(tb) if tb else "")]
@@ -315,19 +315,19 @@ def _result_problems(result: Mapping[str, Any], data: DomainData, n_labels: int,
     teachers = result.get("teachers")
     if not isinstance(teachers, list):
         problems.append("teachers must be a list")
-    elif teacher_kind == "none" and teachers:
-        problems.append(f"declares teacher 'none' but used {len(teachers)} teacher(s)")
-    elif teacher_kind != "none" and not teachers:
+    elif teacher_kind is None and teachers:
+        problems.append(f"declares no teacher but used {len(teachers)} teacher(s)")
+    elif teacher_kind is not None and not teachers:
         problems.append(f"declares teacher {teacher_kind!r} but used none")
     return problems
 
 
-def _check_losses(report: ConformanceReport, key: str, result: Mapping[str, Any], teacher_kind: str) -> None:
+def _check_losses(report: ConformanceReport, key: str, result: Mapping[str, Any], teacher_kind: str | None) -> None:
     if result.get("status") != "ok":
         return  # already reported by the result check
     losses = list((result.get("train") or {}).get("losses") or [])
     if not losses:
-        if teacher_kind != "none":
+        if teacher_kind is not None:
             report.checks.append(CheckResult("loss-decreases", key, True,
                                              "exempt: logs no loss (a teacher row that trains nothing itself)"))
         else:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from kdbench import device as dev
-from kdbench.api import FitResult, KDBenchError, TrainConfig
+from kdbench.api import FitResult, TrainConfig
 from kdbench.data import Encoded, batches
 from kdbench.limits import STEP_TIMER
 from kdbench.modeling import ModelOutput
@@ -188,9 +188,7 @@ def distill(ctx: FitContext, method: Method) -> FitResult:
     """Train a fresh student on the target domain with ``method.loss`` (the default ``Method.fit``)."""
     from kdbench.teachers import cached_teacher, teacher_logits
 
-    teacher = ctx.teacher(method.teacher) if method.teacher not in ("none", "multi") else None
-    if method.teacher == "multi":
-        raise KDBenchError(f"method {method.name!r} needs several teachers: override fit()")
+    teacher = ctx.teacher(method.teacher) if method.teacher is not None else None
     student = ctx.build_student()
     need = method.needs_hidden
     train_data = ctx.tokenize(ctx.data.train)

@@ -89,6 +89,18 @@ from kdbench import hookimpl
 from kdbench.api import FitContext, FitResult, Method, MethodConfig, Teacher, TeacherContext
 from kdbench.data import batches
 from kdbench.device import to_device
+from kdbench.distill import (
+    LayerDistiller,
+    TeacherRow,
+    TinyBERTConfig,
+    combine,
+    distiller_for,
+    pad_to,
+    pooled,
+    run_stage1,
+    run_stage2,
+    stage1_batch,
+)
 from kdbench.losses import (
     cross_entropy_per_example,
     domain_corruption_loss,
@@ -102,18 +114,6 @@ from kdbench.modeling import KDModel, load_model, parse_tiny
 from kdbench.results import config_hash
 from kdbench.teachers import cached_teacher
 from kdbench.trainer import INPUTS, forward, train_teacher
-from kdbench_methods.mix import pooled
-from kdbench_methods.teacher import TeacherRow
-from kdbench_methods.tinybert import (
-    LayerDistiller,
-    TinyBERTConfig,
-    combine,
-    distiller_for,
-    pad_to,
-    run_stage1,
-    run_stage2,
-    stage1_batch,
-)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence

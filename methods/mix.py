@@ -5,7 +5,7 @@
   Its training data are those of the cell (the target's train split carries the cell's fraction),
   so the runner trains one mix teacher per distinct pooled data set and shares it across methods.
 * Method ``mix``: a fresh student distilled from that teacher on the target domain with the TinyBERT
-  objective (:func:`kdbench_methods.tinybert.tinybert_distill`); options as ``tinybert``.
+  objective (:func:`kdbench.distill.tinybert_distill`); options as ``tinybert``.
 * Method ``teacher:mix``: the mix teacher itself evaluated on the target test set (the paper's
   BERT_B-mix row).
 
@@ -19,19 +19,12 @@ from typing import TYPE_CHECKING
 
 from kdbench import hookimpl
 from kdbench.api import FitResult, Method, MethodConfig, Teacher, TeacherContext
+from kdbench.distill import TeacherRow, TinyBERT, pooled
 from kdbench.trainer import cross_entropy, forward, train_teacher
-from kdbench_methods.teacher import TeacherRow
-from kdbench_methods.tinybert import TinyBERT
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from kdbench.api import Example
-
-
-def pooled(ctx: TeacherContext, split: str) -> tuple[Example, ...]:
-    """The ``split`` examples of every training domain, domain after domain."""
-    return tuple(ex for d in ctx.train_domains for ex in getattr(ctx.domains[d], split))
 
 
 class MixTeacher(Teacher):

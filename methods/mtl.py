@@ -26,11 +26,9 @@ import torch
 
 from kdbench import hookimpl
 from kdbench.api import FitResult, Method, MethodConfig, Teacher, TeacherContext
+from kdbench.distill import TeacherRow, TinyBERT, pooled
 from kdbench.losses import cross_entropy_per_example
 from kdbench.trainer import forward, predict, train_teacher
-from kdbench_methods.mix import pooled
-from kdbench_methods.teacher import TeacherRow
-from kdbench_methods.tinybert import TinyBERT
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

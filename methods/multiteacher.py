@@ -103,8 +103,11 @@ def ensemble_logits(teacher_logits: Sequence[torch.Tensor], temperature: float,
 class MultiTeacher(Method[MultiTeacherConfig]):
     name = "multiteacher"
     description = "KD from the averaged soft targets of the single-domain teachers of all domains"
-    teacher = "multi"
+    teacher = "single"  # the single-domain teacher of every domain in the pool: see teacher_requests
     Config = MultiTeacherConfig
+
+    def teacher_requests(self, target: str, domains: Sequence[str]) -> list[tuple[str, str]]:
+        return [("single", d) for d in domains]
 
     def fit(self, ctx: FitContext) -> FitResult:
         c = self.config

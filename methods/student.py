@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 class Student(Method[MethodConfig]):
     name = "student"
     description = "Student fine-tuned on the target domain without a teacher (BERT_S)"
-    teacher = "none"
 
     def loss(self, batch: Mapping[str, torch.Tensor], student: ModelOutput,
              teacher: ModelOutput | None) -> torch.Tensor:

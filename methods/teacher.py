@@ -8,7 +8,8 @@ target test set, so the table's teacher row costs no extra training.
 from __future__ import annotations
 
 from kdbench import hookimpl
-from kdbench.api import C, FitContext, FitResult, Method, Teacher, TeacherContext
+from kdbench.api import FitResult, Method, Teacher, TeacherContext
+from kdbench.distill import TeacherRow
 from kdbench.trainer import cross_entropy, forward, train_teacher
 
 
@@ -21,16 +22,6 @@ class SingleTeacher(Teacher):
         data = ctx.domains[ctx.target]
         return train_teacher(ctx, model, lambda b: cross_entropy(b, forward(model, b).logits),
                              ctx.tokenize(data.train), ctx.tokenize(data.dev), stage=f"teacher:{ctx.target}")
-
-
-class TeacherRow(Method[C]):
-    name = "teacher"
-    description = "The single-domain teacher evaluated on the target domain (BERT_B-single)"
-    teacher = "single"
-
-    def fit(self, ctx: FitContext) -> FitResult:
-        handle = ctx.teacher(self.teacher)
-        return FitResult(model=handle.model, head=handle.head)
 
 
 @hookimpl

@@ -22,6 +22,17 @@ def test_builtins_load_through_entry_points():
     assert not reg.failures
 
 
+def test_every_method_names_a_registered_teacher_kind_or_none():
+    """``Method.teacher`` is a registered kind or ``None``: no sentinel strings ("none", "multi")."""
+    reg = registry.load()
+    kinds = set(reg.teachers.names())
+    teachers = {name: e.cls.teacher for name, e in reg.methods.entries.items()}  # type: ignore[attr-defined]
+    assert all(t is None or t in kinds for t in teachers.values()), teachers
+    assert teachers["student"] is None and teachers["multiteacher"] == "single"
+    for name, e in reg.methods.entries.items():  # every request is of a registered kind
+        assert all(kind in kinds for kind, _ in e.cls().teacher_requests("a", ["a", "b"])), name  # type: ignore[attr-defined]
+
+
 def test_third_party_plugin_is_registered():
     import kdbench_example_plugin
 

@@ -67,7 +67,6 @@ class _Flaky(Method):
 
     name = "conformance-flaky"
     description = "non-deterministic on purpose"
-    teacher = "none"
 
     def fit(self, ctx: FitContext) -> FitResult:
         student = ctx.build_student()
@@ -81,7 +80,6 @@ class _Stuck(Method):
 
     name = "conformance-stuck"
     description = "loss increases on purpose"
-    teacher = "none"
 
     def fit(self, ctx: FitContext) -> FitResult:
         student = ctx.build_student()

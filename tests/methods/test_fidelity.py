@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kdbench import distill
 from kdbench.api import DomainData, Example, FitContext, FitResult
 from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, collate
@@ -16,7 +17,7 @@ from kdbench.modeling import load_model
 from kdbench.registry import load
 from kdbench.teachers import TeacherHandle
 from kdbench.trainer import forward
-from kdbench_methods import metakd, pkd, tinybert
+from kdbench_methods import metakd, pkd
 from kdbench_methods.metakd import DomainBranch, MetaKDConfig, MetaTeacherModel, stage1_terms
 from kdbench_methods.multiteacher import ensemble_logits
 from kdbench_methods.pkd import PKD, PKDConfig
@@ -82,7 +83,7 @@ def _capture(monkeypatch, module) -> list[dict]:
 # ------------------------------------------------------------------------- (1) stage-1 schedule
 @pytest.mark.parametrize("schedule", ["linear", "constant"])
 def test_stage1_schedule_reaches_the_trainer(monkeypatch, schedule):
-    calls = _capture(monkeypatch, tinybert)
+    calls = _capture(monkeypatch, distill)
     TinyBERT(TinyBERTConfig(stage1_epochs=1, stage2_epochs=1, stage1_schedule=schedule)).fit(_context())
     stage1, stage2 = calls
     assert stage1["cfg"].schedule == schedule
@@ -92,7 +93,7 @@ def test_stage1_schedule_reaches_the_trainer(monkeypatch, schedule):
 # ------------------------------------------------------------- (3) padded MSE normalisation
 def test_padded_normalisation_is_the_official_mse_over_the_padded_tensor(monkeypatch):
     """Stage 1 with mse_normalisation="padded" equals TinyBERT's task_distill.py formula, by hand."""
-    calls = _capture(monkeypatch, tinybert)
+    calls = _capture(monkeypatch, distill)
     teacher = tiny("tiny:L4-H64-A4", 7).eval()
     cfg = TinyBERTConfig(stage1_epochs=1, stage2_epochs=1, mse_normalisation="padded")
     TinyBERT(cfg).fit(_context(teacher))
@@ -160,7 +161,7 @@ def test_relu_head_is_classifier_of_relu_pooled_without_dropout():
 # --------------------------------------------------------------------------- (6) soft CE scale
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_stage2_soft_ce_scale(monkeypatch, reduction):
-    calls = _capture(monkeypatch, tinybert)
+    calls = _capture(monkeypatch, distill)
     teacher = tiny("tiny:L4-H64-A4", 7).eval()
     TinyBERT(TinyBERTConfig(stage1_epochs=0, stage2_epochs=1, soft_ce_reduction=reduction)).fit(_context(teacher))
     (stage2,) = calls
@@ -238,7 +239,7 @@ def test_metakd_uses_the_batch_mean_of_lambda_for_the_official_tkd(monkeypatch):
         return real(*args, **kw)
 
     monkeypatch.setattr(metakd, "meta_distill_stage1_loss", spy)
-    calls = _capture(monkeypatch, tinybert)
+    calls = _capture(monkeypatch, distill)
     torch.manual_seed(0)
     meta = load_model("tiny:L4-H64-A4", 2, profile=TINY, role="test", vocab_size=VOCAB,
                       model_cls=MetaTeacherModel, n_domains=2)

@@ -57,7 +57,9 @@ def test_options_are_validated():
         method_config(MultiTeacherConfig, "multiteacher", {"average": "median"})
     with pytest.raises(ValueError, match="at least one teacher"):
         ensemble_logits([], 1.0)
-    assert MultiTeacher.teacher == "multi"
+    # the single-domain teacher of every domain of the pool (no sentinel kind)
+    assert MultiTeacher.teacher == "single"
+    assert MultiTeacher().teacher_requests("b", DOMAINS) == [("single", "a"), ("single", "b"), ("single", "c")]
     cfg = method_config(MultiTeacherConfig, "multiteacher", resolve_profile("tiny").methods.get("multiteacher", {}))
     assert (cfg.alpha, cfg.temperature, cfg.average) == (0.5, 1.0, "logits")
 
