@@ -83,7 +83,7 @@ TEMPERATURES = "tinybert[temperature=1],tinybert[temperature=2],tinybert[tempera
 def test_stage_reuse(benchmark, data_dir, tmp_path, monkeypatch):
     """2. tinybert over 3 temperatures (tiny profile, books, fraction 0.5): stage 1 restored from
     kdbench/stagecache.py vs recomputed in every cell. Same trained teacher in both (copied)."""
-    import kdbench_methods.tinybert as tb
+    import kdbench.distill as tb  # run_stage1 calls cached_stage from here
 
     def cfg(name: str) -> RunConfig:
         return RunConfig.from_sources({"methods": TEMPERATURES, "tasks": "amazon", "domains": "books",
