@@ -62,30 +62,27 @@ class RunSummary:
 MIN_TRAIN_PER_LABEL = 8
 
 
-def check_cache_dir(cache: Path) -> None:
-    """The cache directory (downloads, tokenizers) must be a directory kdbench can create and write."""
-    where = f"cache directory {cache}"
-    if cache.exists() and not cache.is_dir():
-        raise KDBenchError(f"{where} is not a directory; pass a directory with --cache-dir")
+def _check_writable(folder: Path, make: Path, what: str, flag: str) -> None:
+    """Create ``make`` (``folder`` or a folder inside it) and write a probe file into ``folder``."""
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        probe = cache / f".write-test-{os.getpid()}"
+        make.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise KDBenchError(f"{where} is not writable ({exc.strerror or type(exc).__name__}); "
-                           "pass a writable --cache-dir") from None
+        raise KDBenchError(f"{what} {folder} is not writable ({exc.strerror or type(exc).__name__}); "
+                           f"pass a writable {flag}") from None
+
+
+def check_cache_dir(cache: Path) -> None:
+    """The cache directory (downloads, tokenizers) must be a directory kdbench can create and write."""
+    if cache.exists() and not cache.is_dir():
+        raise KDBenchError(f"cache directory {cache} is not a directory; pass a directory with --cache-dir")
+    _check_writable(cache, cache, "cache directory", "--cache-dir")
 
 
 def check_writable(results_dir: Path) -> None:
-    try:
-        res.cells_dir(results_dir).mkdir(parents=True, exist_ok=True)
-        probe = results_dir / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise KDBenchError(f"results directory {results_dir} is not writable ({exc.strerror}); "
-                           "pass a writable --results-dir") from None
+    _check_writable(results_dir, res.cells_dir(results_dir), "results directory", "--results-dir")
 
 
 @dataclass
