@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -61,26 +62,37 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def train_wordpiece(texts: Sequence[str], cache_dir: Path, vocab_size: int = 4000) -> Any:
-    """A small uncased WordPiece tokenizer trained on ``texts``, cached by content (tiny profile)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A small uncased WordPiece tokenizer for ``texts``, cached by content (tiny profile).
+
+    Its vocabulary is built here rather than by the ``tokenizers`` trainer, whose merges break ties
+    in a different order from one training to the next (two fresh caches gave different token ids,
+    hence different results, for the same command): the special tokens, every character seen (word
+    -initial and ``##`` continuation), then the most frequent words, ties broken alphabetically, up
+    to ``vocab_size``. WordPiece's greedy longest match then reads a known word as one token and any
+    other word character by character. ``v2`` in the file name retires the trainer-made files.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16]
-    path = cache_dir / "tokenizers" / f"wordpiece-{vocab_size}-{digest}.json"
+    path = cache_dir / "tokenizers" / f"wordpiece-v2-{vocab_size}-{digest}.json"
     if not path.exists():
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece()
-        tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size,
-                                                                 special_tokens=SPECIALS,
-                                                                 show_progress=False))
+        normalizer, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+        words = Counter(w for t in texts for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(t)))
+        chars = sorted({w[0] for w in words} | {f"##{c}" for w in words for c in w[1:]})
+        vocab = [*SPECIALS, *chars]
+        by_count = sorted((w for w in words if len(w) > 1), key=lambda w: (-words[w], w))
+        vocab += by_count[:max(0, vocab_size - len(vocab))]
+        tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+        tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre, decoders.WordPiece()
         cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
             special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{random.getrandbits(32)}")
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
         tok.save(str(tmp))
         tmp.replace(path)
     return PreTrainedTokenizerFast(tokenizer_file=str(path), unk_token="[UNK]", pad_token="[PAD]",
