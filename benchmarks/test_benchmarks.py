@@ -17,6 +17,7 @@ from kdbench import registry, runner
 from kdbench.api import TrainConfig
 from kdbench.config import RunConfig, resolve_profile
 from kdbench.data import batch_order, batches, collate, encode, load_tokenizer
+from kdbench.distill import pad_to
 from kdbench.losses import hinton_kd_loss
 from kdbench.modeling import load_model
 from kdbench.teachers import TeacherHandle
@@ -116,7 +117,7 @@ def test_mnli_padding(benchmark, data_dir, tmp_path):
 
     def padded():
         idx = random.Random(0).sample(range(len(enc)), len(enc))
-        epoch(collate(enc, idx[i:i + 32], width=128) for i in range(0, len(idx), 32))
+        epoch(pad_to(collate(enc, idx[i:i + 32]), 128) for i in range(0, len(idx), 32))
 
     pad128 = timed(padded)
     dyn = benchmark.pedantic(lambda: timed(lambda: epoch(batches(enc, 32, random.Random(0)))), rounds=1,
