@@ -13,6 +13,8 @@ import pytest
 from kdbench.cli import main
 
 TINY = ["--profile", "tiny", "--tasks", "amazon", "--domains", "books,kitchen", "--fractions", "0.25"]
+#: the same grid on the toy task (no data needed), for tests about the CLI rather than the data
+TOY = ["--profile", "tiny", "--tasks", "toy", "--domains", "garden,kitchen", "--fractions", "0.25"]
 
 
 def run_cli(args, capsys):
@@ -99,11 +101,14 @@ def test_missing_data_says_where_it_looked(tmp_path, capsys):
     assert not (tmp_path / "r").exists()  # nothing written on bad input
 
 
-def test_unwritable_results_dir(tmp_path, capsys, data_dir, cache_dir):
+def test_unwritable_results_dir(tmp_path, capsys):
+    from _toycli import toy_cli
+
     blocker = tmp_path / "file"
     blocker.write_text("")
-    code, _, err = run_cli(["run", *TINY, "--methods", "student", "--data-dir", str(data_dir),
-                            "--cache-dir", str(cache_dir), "--results-dir", str(blocker / "r")], capsys)
+    with toy_cli():
+        code, _, err = run_cli(["run", *TOY, "--methods", "student", "--cache-dir", str(tmp_path / "cache"),
+                                "--results-dir", str(blocker / "r")], capsys)
     assert code == 2 and "not writable" in err and len(err.strip().splitlines()) == 1
 
 
@@ -161,7 +166,7 @@ def test_end_to_end_tiny_run_resume_and_table(tmp_path, data_dir, cache_dir, cap
         assert word in " ".join(out.split())
 
 
-def test_third_party_plugin_runs_end_to_end(tmp_path, data_dir, cache_dir):
+def test_third_party_plugin_runs_end_to_end(tmp_path):
     """A plugin installed only as an entry point (simulated through a dist-info on sys.path)."""
     site = tmp_path / "site"
     dist = site / "kdbench_example_plugin-0.1.dist-info"
@@ -172,9 +177,11 @@ def test_third_party_plugin_runs_end_to_end(tmp_path, data_dir, cache_dir):
     listing = subprocess.run([sys.executable, "-m", "kdbench.cli", "list"], env=env, capture_output=True,
                              text=True, check=True).stdout
     assert "smooth" in listing and "kdbench-example-plugin" in listing
-    res = subprocess.run([sys.executable, "-m", "kdbench.cli", "run", *TINY, "--domains", "books",
-                          "--methods", "smooth", "--set", "smooth.smoothing=0.2", "--data-dir", str(data_dir),
-                          "--cache-dir", str(cache_dir), "--results-dir", str(tmp_path / "r")],
+    from test_runner import cli_argv  # kdbench with the toy task registered
+
+    res = subprocess.run(cli_argv("run", *TOY, "--domains", "garden", "--methods", "smooth",
+                                  "--set", "smooth.smoothing=0.2", "--cache-dir", str(tmp_path / "cache"),
+                                  "--results-dir", str(tmp_path / "r")),
                          env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     cell = json.loads(next((tmp_path / "r" / "cells").glob("*smooth*.json")).read_text())

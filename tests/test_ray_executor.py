@@ -35,12 +35,6 @@ def toy_registry() -> registry.Registry:
     return registry.load([toy_plugin()])
 
 
-def amazon_config(results: Path, data_dir: Path, cache_dir: Path, **kw) -> RunConfig:
-    return RunConfig.from_sources({"profile": "tiny", "tasks": "amazon", "domains": "books,kitchen",
-                                   "fractions": "0.1", "data_dir": data_dir, "cache_dir": cache_dir,
-                                   "results_dir": results, **kw})
-
-
 def cells(results: Path) -> dict[str, dict]:
     return {p.name: json.loads(p.read_text()) for p in sorted((results / "cells").glob("*.json"))}
 
@@ -108,16 +102,15 @@ def test_a_cell_whose_task_fails_on_ray_is_recorded_as_failed(tmp_path, local_ra
     assert runner.run(cfg, toy_registry()).ok == 1  # a failed cell is rerun by the next run
 
 
-def test_plan_trains_each_teacher_once(tmp_path, data_dir, cache_dir):
+def test_plan_trains_each_teacher_once(tmp_path):
     """kd needs the target's single teacher (at the cell's fraction); multiteacher needs every domain's,
-    the other three on their full data. Shared ones are planned once: 2 + 2×3 = 6 distinct teachers."""
-    r = runner.Runner(amazon_config(tmp_path, data_dir, cache_dir, executor="ray", methods="student,kd,multiteacher"),
-                      registry.load())
+    the other one on its full data. Shared ones are planned once: 2 + 2×1 = 4 distinct teachers."""
+    r = runner.Runner(config(tmp_path / "r", executor="ray", methods="student,kd,multiteacher"), toy_registry())
     jobs, needs = ray_executor.plan(r, r.cells)
-    assert [j.kind for j in jobs.values()] == ["single"] * 6
+    assert [(j.request.kind, j.label) for j in jobs.values()] == [("single", "single")] * 4
     by_method = {(c.method, c.domain): keys for c, keys in needs.items()}
-    assert {m: len(k) for (m, _), k in by_method.items()} == {"student": 0, "kd": 1, "multiteacher": 4}
-    for domain in ("books", "kitchen"):
+    assert {m: len(k) for (m, _), k in by_method.items()} == {"student": 0, "kd": 1, "multiteacher": 2}
+    for domain in ("garden", "kitchen"):
         assert by_method["kd", domain][0] in by_method["multiteacher", domain]
 
 

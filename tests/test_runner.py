@@ -1,5 +1,6 @@
 """Runner guarantees: crash-safe resume (SIGKILL, SIGINT), run lock, failed cells, corrupt files,
-determinism. Small tiny-profile grids on the real Amazon data (fraction 0.1: seconds per cell)."""
+determinism. Small tiny-profile grids on the toy task (no data needed: about a second per cell); the
+CLI runs in a subprocess that registers the toy task as a plugin would (:data:`TOY_CLI`)."""
 
 from __future__ import annotations
 
@@ -19,23 +20,42 @@ from kdbench import hookimpl, registry, runner
 from kdbench.api import KDBenchError
 from kdbench.config import RunConfig
 from kdbench.lock import LOCK_NAME, run_lock
+from kdbench.testing import toy_plugin
 
 sys.path.insert(0, str(Path(__file__).parent / "plugins"))
 
-GRID = ["--profile", "tiny", "--tasks", "amazon", "--domains", "books,kitchen", "--fractions", "0.1",
-        "--methods", "student,kd,teacher"]
+#: 18 cells (3 methods x 2 domains x 3 seeds): long enough to be interrupted after the first ones
+GRID = ["--profile", "tiny", "--tasks", "toy", "--domains", "garden,kitchen", "--fractions", "0.25",
+        "--methods", "student,kd,teacher", "--seeds", "3"]
+
+#: ``kdbench`` in a subprocess, with the toy task registered besides the installed plugins
+TOY_CLI = """import sys
+from kdbench import registry
+from kdbench.testing import toy_plugin
+real = registry.load
+registry.load = lambda extra_plugins=None, **kw: real([*(extra_plugins or []), toy_plugin()], **kw)
+from kdbench.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
-def config(tmp: Path, data_dir: Path, cache_dir: Path, **kw) -> RunConfig:
-    base = {"profile": "tiny", "tasks": "amazon", "domains": "books", "fractions": "0.1",
-            "methods": "student", "data_dir": data_dir, "cache_dir": cache_dir, "results_dir": tmp}
+def config(tmp: Path, cache_dir: Path, **kw) -> RunConfig:
+    base = {"profile": "tiny", "tasks": "toy", "domains": "garden", "fractions": "0.25",
+            "methods": "student", "cache_dir": cache_dir, "results_dir": tmp}
     return RunConfig.from_sources({**base, **kw})
+
+
+def toy_registry(*plugins: object) -> registry.Registry:
+    return registry.load(extra_plugins=[*plugins, toy_plugin()])
+
+
+def cli_argv(*args: str) -> list[str]:
+    return [sys.executable, "-c", TOY_CLI, *args]
 
 
 def cli(*args: str, env_extra: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.Popen([sys.executable, "-m", "kdbench.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cli_argv(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_cells(cells: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -46,9 +66,9 @@ def wait_for_cells(cells: Path, n: int, proc: subprocess.Popen, timeout: float =
         time.sleep(0.2)
 
 
-def test_sigkill_then_resume_loses_nothing(tmp_path, data_dir, cache_dir):
+def test_sigkill_then_resume_loses_nothing(tmp_path):
     results = tmp_path / "r"
-    args = [*GRID, "--data-dir", str(data_dir), "--cache-dir", str(cache_dir), "--results-dir", str(results)]
+    args = [*GRID, "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(results)]
     proc = cli("run", *args)
     wait_for_cells(results / "cells", 2, proc)
     proc.send_signal(signal.SIGKILL)
@@ -56,10 +76,10 @@ def test_sigkill_then_resume_loses_nothing(tmp_path, data_dir, cache_dir):
     before = {p.name: p.read_bytes() for p in (results / "cells").glob("*.json")}
     assert before and (results / LOCK_NAME).exists()  # a stale lock is left behind
 
-    done = subprocess.run([sys.executable, "-m", "kdbench.cli", "run", *args], capture_output=True, text=True)
+    done = subprocess.run(cli_argv("run", *args), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     files = sorted((results / "cells").glob("*.json"))
-    assert len(files) == 6 and len({f.name for f in files}) == 6
+    assert len(files) == 18 and len({f.name for f in files}) == 18
     for name, data in before.items():
         assert (results / "cells" / name).read_bytes() == data  # finished cells untouched
     leftovers = [p for p in results.rglob("*") if p.name.endswith(".tmp") or p.name == LOCK_NAME]
@@ -72,10 +92,9 @@ def test_sigkill_then_resume_loses_nothing(tmp_path, data_dir, cache_dir):
     assert all(e.summary is not None for r in table.rows for e in r.entries)
 
 
-def test_sigint_exits_130_and_resumes(tmp_path, data_dir, cache_dir):
+def test_sigint_exits_130_and_resumes(tmp_path):
     results = tmp_path / "r"
-    args = [*GRID, "--domains", "books", "--data-dir", str(data_dir), "--cache-dir", str(cache_dir),
-            "--results-dir", str(results)]
+    args = [*GRID, "--domains", "garden", "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(results)]
     proc = cli("run", *args)
     wait_for_cells(results / "cells", 1, proc)
     proc.send_signal(signal.SIGINT)
@@ -83,8 +102,8 @@ def test_sigint_exits_130_and_resumes(tmp_path, data_dir, cache_dir):
     assert proc.returncode == 130, err[-2000:]
     assert "rerun the same command to resume" in err and "Traceback" not in err
     assert not (results / LOCK_NAME).exists()
-    done = subprocess.run([sys.executable, "-m", "kdbench.cli", "run", *args], capture_output=True, text=True)
-    assert done.returncode == 0 and len(list((results / "cells").glob("*.json"))) == 3
+    done = subprocess.run(cli_argv("run", *args), capture_output=True, text=True)
+    assert done.returncode == 0 and len(list((results / "cells").glob("*.json"))) == 9
 
 
 HOLD_LOCK = """
@@ -138,11 +157,11 @@ def test_run_lock_of_another_host_is_kept_and_says_how_to_clear_it(tmp_path):
     assert json.loads(lock.read_text())["host"] == "elsewhere"
 
 
-def test_non_finite_loss_and_oom_fail_the_cell_not_the_grid(tmp_path, data_dir, cache_dir):
+def test_non_finite_loss_and_oom_fail_the_cell_not_the_grid(tmp_path):
     import kdbench_faulty_plugin
 
-    reg = registry.load(extra_plugins=[kdbench_faulty_plugin])
-    summary = runner.run(config(tmp_path, data_dir, cache_dir, methods="nan3,oom,student"), reg)
+    reg = toy_registry(kdbench_faulty_plugin)
+    summary = runner.run(config(tmp_path, tmp_path / "cache", methods="nan3,oom,student"), reg)
     assert summary.exit_code == 1 and summary.ok == 1
     cells = {c["method"]: c for c in map(lambda p: json.loads(p.read_text()), (tmp_path / "cells").glob("*"))}
     assert cells["nan3"]["status"] == "failed"
@@ -162,15 +181,15 @@ def test_release_memory_only_acts_on_cuda_oom(monkeypatch):
     assert calls == [1]
 
 
-def test_corrupt_cell_and_teacher_are_recomputed(tmp_path, data_dir, cache_dir):
-    reg = registry.load()
-    cfg = config(tmp_path, data_dir, cache_dir, methods="student,kd")
+def test_corrupt_cell_and_teacher_are_recomputed(tmp_path):
+    reg = toy_registry()
+    cfg = config(tmp_path, tmp_path / "cache", methods="student,kd")
     assert runner.run(cfg, reg).teachers_trained == 1
-    cell = tmp_path / "cells" / "amazon__books__student__f0.1__s0.json"
+    cell = tmp_path / "cells" / "toy__garden__student__f0.25__s0.json"
     cell.write_text(cell.read_text()[:100])  # truncated
     (teacher,) = (tmp_path / "teachers").iterdir()
     (teacher / "model.safetensors").write_bytes(b"garbage")
-    (tmp_path / "cells" / "amazon__books__kd__f0.1__s0.json").unlink()
+    (tmp_path / "cells" / "toy__garden__kd__f0.25__s0.json").unlink()
     messages: list[str] = []
 
     class Rec:
@@ -178,7 +197,7 @@ def test_corrupt_cell_and_teacher_are_recomputed(tmp_path, data_dir, cache_dir):
         def kdbench_message(self, text: str) -> None:
             messages.append(text)
 
-    reg = registry.load()
+    reg = toy_registry()
     reg.pm.register(Rec())
     s = runner.run(cfg, reg)
     assert (s.ok, s.skipped, s.teachers_trained) == (2, 0, 1)
@@ -187,10 +206,11 @@ def test_corrupt_cell_and_teacher_are_recomputed(tmp_path, data_dir, cache_dir):
     assert json.loads(cell.read_text())["status"] == "ok"
 
 
-def test_same_command_twice_is_deterministic_on_cpu(tmp_path, data_dir, cache_dir):
+def test_same_command_twice_is_deterministic_on_cpu(tmp_path):
+    """Also from two fresh caches: the tiny profile's tokenizer is built deterministically."""
     out = []
     for name in ("a", "b"):
-        runner.run(config(tmp_path / name, data_dir, cache_dir, methods="student,kd"), registry.load())
+        runner.run(config(tmp_path / name, tmp_path / f"{name}-cache", methods="student,kd"), toy_registry())
         cells = sorted((tmp_path / name / "cells").glob("*.json"))
         out.append([(json.loads(p.read_text())["metrics"], json.loads(p.read_text())["predictions"],
                      json.loads(p.read_text())["train"]["losses"]) for p in cells])
