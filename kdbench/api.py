@@ -5,9 +5,11 @@ Everything here is light: torch is imported only for type checking, so ``kdbench
 
 * A **Task** loads every domain of a data set into :class:`DomainData` (train/dev/test lists of
   :class:`Example`).
-* A **Teacher** knows how to build and train one kind of teacher model ("single", "mix", ...). The
-  runner trains each distinct teacher once, stores it under the results directory keyed by a content
-  hash, and hands it to every method that asks for it.
+* A **Teacher** knows how to build and train one kind of teacher model ("single", "mix", ...), with
+  the options of its ``Config``. The runner trains each distinct teacher (kind, options, data, seed)
+  once, stores it under the results directory keyed by a content hash, and hands it to every method
+  that asks for it (a :class:`TeacherRequest`). Every kind also gets an evaluation row,
+  ``teacher:<kind>``, derived by the registry (:class:`TeacherRow`).
 * A **Method** turns a :class:`FitContext` (data of all domains, a lazy teacher getter, the profile)
   into a trained model. Simple KD methods override :meth:`Method.loss`; multi-stage methods override
   :meth:`Method.fit`.
@@ -95,6 +97,30 @@ class Task(ABC):
 
 # ---------------------------------------------------------------------------------------- configs
 @dataclass(frozen=True)
+class TeacherConfig:
+    """Options of a teacher kind; subclass it (frozen dataclass) and set ``Teacher.Config``.
+
+    The options that differ from their defaults are part of the trained teacher's key
+    (:meth:`Teacher.key_options`), so a teacher trained with other options is never reused.
+    """
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    """One teacher a method uses: its kind, the target domain it is for, and the kind's options.
+
+    ``options`` maps fields of the kind's ``Config`` to values (unset fields keep their defaults).
+    """
+
+    kind: str
+    domain: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.domain, tuple(sorted(self.options.items()))))
+
+
+@dataclass(frozen=True)
 class MethodConfig:
     """Options of a method; subclass it (frozen dataclass) and set ``Method.Config``.
 
@@ -152,7 +178,7 @@ class FitContext:
     profile: Profile
     device: torch.device
     precision: str
-    get_teacher: Callable[[str, str], TeacherHandle]
+    get_teacher: Callable[[TeacherRequest], TeacherHandle]
     build_student: Callable[[], KDModel]
     tokenize: Callable[..., Any]
     progress: ProgressFn = _no_progress
@@ -172,12 +198,15 @@ class FitContext:
         """The target domain's data."""
         return self.domains[self.target]
 
-    def teacher(self, kind: str = "single", domain: str | None = None) -> TeacherHandle:
-        """The trained, frozen teacher ``kind`` for ``domain`` (default: the target).
+    def teacher(self, kind: str = "single", domain: str | None = None,
+                options: Mapping[str, Any] | None = None) -> TeacherHandle:
+        """The trained, frozen teacher ``kind`` for ``domain`` (default: the target), built with
+        ``options`` (fields of the kind's ``Config``; default: its defaults).
 
-        The runner trains it once per distinct (kind, data, seed, config) and shares it across cells.
+        The runner trains it once per distinct (kind, options, data, seed, profile) and shares it
+        across cells.
         """
-        return self.get_teacher(kind, domain or self.target)
+        return self.get_teacher(TeacherRequest(kind, domain or self.target, dict(options or {})))
 
 
 @dataclass
@@ -191,16 +220,37 @@ class FitResult:
 
 
 # ---------------------------------------------------------------------------------------- plugins
-class Teacher(ABC):
+#: a teacher kind's option dataclass (``Teacher.Config``)
+TC = TypeVar("TC", bound="TeacherConfig")
+
+
+class Teacher(ABC, Generic[TC]):
     """A kind of teacher: which domains it trains on, how it is built, and how it is trained.
 
-    The runner keys a trained teacher by a hash of its kind, its config, the ids of its training
-    data and the seed, so identical teachers are trained once and reused across cells and methods.
+    The runner keys a trained teacher by a hash of its kind, its options (:meth:`key_options`), the
+    ids of its training data and the seed, so identical teachers are trained once and reused across
+    cells and methods. Options are a frozen dataclass, ``Config`` (generic like :class:`Method`).
+
+    The registry derives the kind's evaluation row (the trained teacher tested on the target
+    domain) under the name ``row`` (default ``teacher:<name>``); its options are the kind's.
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
     version: ClassVar[str] = "1"
+    Config: ClassVar[type[Any]] = TeacherConfig
+    #: the name of the kind's evaluation row (None: ``teacher:<name>``)
+    row: ClassVar[str | None] = None
+
+    def __init__(self, config: TC | None = None) -> None:
+        self.config: TC = config if config is not None else self.Config()
+
+    def key_options(self) -> dict[str, Any]:
+        """The options that determine the trained teacher, part of its key: by default every option
+        that differs from its default (so a kind without options keys as before it had any)."""
+        default = self.Config()
+        return {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)
+                if getattr(self.config, f.name) != getattr(default, f.name)}
 
     def train_domains(self, target: str, all_domains: Sequence[str]) -> tuple[str, ...]:
         """Domains whose train data the teacher sees. Single-domain by default."""
@@ -256,8 +306,8 @@ class Method(ABC, Generic[C]):
 
     Set ``name``, ``description`` and ``teacher``: the teacher kind it needs (``"single"``,
     ``"mix"``, ``"mtl"``, ``"meta"`` or a custom registered kind), ``None`` (the default) for none.
-    A method that needs several teachers (e.g. ``multiteacher``: the single teacher of every domain)
-    names their kind and overrides :meth:`teacher_requests`.
+    A method that needs several teachers (e.g. ``multiteacher``: the single teacher of every domain),
+    or a teacher with options (``metakd``'s ablations), overrides :meth:`teacher_requests`.
     Override :meth:`loss` for a one-stage method trained by the shared loop, or :meth:`fit` for
     anything else.
     """
@@ -265,7 +315,7 @@ class Method(ABC, Generic[C]):
     name: ClassVar[str]
     description: ClassVar[str]
     version: ClassVar[str] = "1"
-    teacher: ClassVar[str | None] = None
+    teacher: str | None = None
     #: set when the loss reads the teacher's hidden states / attention scores
     needs_hidden: ClassVar[bool] = False
     Config: ClassVar[type[Any]] = MethodConfig
@@ -273,15 +323,15 @@ class Method(ABC, Generic[C]):
     def __init__(self, config: C | None = None) -> None:
         self.config: C = config if config is not None else self.Config()
 
-    def teacher_requests(self, target: str, domains: Sequence[str]) -> list[tuple[str, str]]:
-        """The ``(teacher kind, domain)`` pairs :meth:`fit` will ask ``ctx.teacher`` for.
+    def teacher_requests(self, target: str, domains: Sequence[str]) -> list[TeacherRequest]:
+        """The teachers :meth:`fit` will ask ``ctx.teacher`` for.
 
         Distributed executors train these first, each once, and ship them to the cell. A request
         not declared here still works: that teacher is then trained inside the cell. The default
-        is ``teacher`` on the target domain (none when ``teacher`` is ``None``); override it when a
-        method uses several teachers or the kind depends on the method's options.
+        is ``teacher`` on the target domain with default options (none when ``teacher`` is
+        ``None``); override it when a method uses several teachers or teacher options.
         """
-        return [] if self.teacher is None else [(self.teacher, target)]
+        return [] if self.teacher is None else [TeacherRequest(self.teacher, target)]
 
     def loss(self, batch: Mapping[str, torch.Tensor], student: ModelOutput,
              teacher: ModelOutput | None) -> torch.Tensor:
@@ -293,3 +343,61 @@ class Method(ABC, Generic[C]):
         from kdbench.trainer import distill
 
         return distill(ctx, self)
+
+
+# ------------------------------------------------------------------------------- teacher rows
+class TeacherRow(Method[Any]):
+    """A teacher kind evaluated on the target domain: the trained teacher itself is the model.
+
+    Not written per kind: the registry derives one row per registered teacher kind
+    (:class:`DerivedTeacherRow`), named by ``Teacher.row`` and taking the kind's options, so
+    ``teacher:meta[use_domain_corruption=false]`` evaluates that meta-teacher ablation.
+    """
+
+    name = "teacher-row"
+    description = "A trained teacher evaluated on the target domain"
+
+    def __init__(self, kind: type[Teacher], config: Any = None) -> None:
+        self.kind = kind
+        self.teacher = kind.name
+        self.name = kind.row or f"teacher:{kind.name}"  # type: ignore[misc]  # one row per kind
+        super().__init__(config if config is not None else kind.Config())
+
+    def _options(self) -> dict[str, Any]:
+        return self.kind(self.config).key_options()
+
+    def teacher_requests(self, target: str, domains: Sequence[str]) -> list[TeacherRequest]:
+        return [TeacherRequest(self.kind.name, target, self._options())]
+
+    def fit(self, ctx: FitContext) -> FitResult:
+        handle = ctx.teacher(self.kind.name, options=self._options())
+        return FitResult(model=handle.model, head=handle.head)
+
+
+@dataclass(frozen=True)
+class DerivedTeacherRow:
+    """What the registry holds for the row of teacher kind ``kind``: it reads like a method class
+    (``name``, ``description``, ``teacher``, ``Config``, ...) and calling it builds the row."""
+
+    kind: type[Teacher]
+    version: str = "1"
+    needs_hidden: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.kind.row or f"teacher:{self.kind.name}"
+
+    @property
+    def description(self) -> str:
+        return f"{self.kind.description}; evaluated on the target domain"
+
+    @property
+    def teacher(self) -> str:
+        return self.kind.name
+
+    @property
+    def Config(self) -> type[Any]:  # noqa: N802 - mirrors Method.Config
+        return self.kind.Config
+
+    def __call__(self, config: Any = None) -> TeacherRow:
+        return TeacherRow(self.kind, config)

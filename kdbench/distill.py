@@ -8,7 +8,6 @@
   are this, and ``metakd`` reuses the stage helpers. The objective and its options are documented
   in the ``tinybert`` plugin (``methods/tinybert.py``).
 * :func:`pooled`: the examples of every training domain of a teacher (the mix and meta teachers).
-* :class:`TeacherRow`: a method that evaluates a trained teacher on the target domain.
 
 Plugins import these from here (the core), never from another plugin.
 """
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from kdbench.api import C, FitContext, FitResult, Method, MethodConfig, TeacherContext
+from kdbench.api import FitContext, FitResult, Method, MethodConfig, TeacherContext
 from kdbench.losses import (
     attention_mse,
     attention_mse_padded,
@@ -258,14 +257,3 @@ def pooled(ctx: TeacherContext, split: str) -> tuple[Example, ...]:
     """The ``split`` examples of every training domain, domain after domain."""
     return tuple(ex for d in ctx.train_domains for ex in getattr(ctx.domains[d], split))
 
-
-class TeacherRow(Method[C]):
-    """A teacher evaluated on the target domain: the trained teacher of kind ``teacher`` is the model."""
-
-    name = "teacher"
-    description = "The single-domain teacher evaluated on the target domain (BERT_B-single)"
-    teacher = "single"
-
-    def fit(self, ctx: FitContext) -> FitResult:
-        handle = ctx.teacher(self.teacher)
-        return FitResult(model=handle.model, head=handle.head)

@@ -37,6 +37,7 @@ from kdbench import results as res
 from kdbench.errors import KDBenchError
 
 if TYPE_CHECKING:
+    from kdbench.api import TeacherRequest
     from kdbench.config import RunConfig
     from kdbench.grid import Cell
     from kdbench.results import CellResult
@@ -53,12 +54,17 @@ def check_available() -> None:
 
 @dataclasses.dataclass(frozen=True)
 class TeacherJob:
-    """One teacher to train: its kind, its target domain, and a cell whose data it is trained on."""
+    """One teacher to train: what was asked for (kind, target domain, options), how it reads in
+    messages, and a cell whose data it is trained on."""
 
     key: str
-    kind: str
-    domain: str
+    request: TeacherRequest
+    label: str
     cell: Cell
+
+    @property
+    def domain(self) -> str:
+        return self.request.domain
 
 
 def plan(runner: Runner, todo: list[Cell]) -> tuple[dict[str, TeacherJob], dict[Cell, list[str]]]:
@@ -70,7 +76,7 @@ def plan(runner: Runner, todo: list[Cell]) -> tuple[dict[str, TeacherJob], dict[
         if not runner.config.reuse:  # --no-reuse: every cell trains its own teachers
             continue
         for spec in runner.teacher_specs(cell):
-            jobs.setdefault(spec.key, TeacherJob(spec.key, spec.kind_name, spec.context.target, cell))
+            jobs.setdefault(spec.key, TeacherJob(spec.key, spec.request, spec.label, cell))
             needs[cell].append(spec.key)
     return jobs, needs
 
@@ -115,7 +121,7 @@ def _worker_runner(config: RunConfig, plugins: list[Any]) -> Runner:
 def train_teacher(config: RunConfig, plugins: list[Any], job: TeacherJob) -> dict[str, Any]:
     """Ray task: train one teacher; return its metadata and (without a shared path) its weights."""
     runner = _worker_runner(config, plugins)
-    spec = runner.teacher_spec(job.cell, job.kind, job.domain)
+    spec = runner.teacher_spec(job.cell, job.request)
     assert spec.key == job.key, "teacher key differs between driver and worker (plugin versions?)"
     with runner.teachers.cell() as usage:
         runner.teachers.get(spec)
@@ -200,7 +206,7 @@ def run_grid(runner: Runner, todo: list[Cell]) -> None:
             else:
                 refs[key] = teacher_task.remote(cfg, plugins, job)
                 training[refs[key]] = job
-                runner.hook.kdbench_message(text=f"teacher {job.kind} for {job.cell.task}/{job.domain} "
+                runner.hook.kdbench_message(text=f"teacher {job.label} for {job.cell.task}/{job.domain} "
                                                  f"(seed {job.cell.seed}) [{key}]: submitted")
         cells: dict[Any, tuple[Cell, float]] = {}
         for cell in todo:
@@ -244,13 +250,13 @@ def _store_teacher(runner: Runner, ref: Any, job: TeacherJob) -> None:
     try:
         payload = ray.get(ref)
     except ray.exceptions.RayError as exc:
-        runner.hook.kdbench_message(text=f"teacher {job.kind} for {job.domain} [{job.key}] failed: "
+        runner.hook.kdbench_message(text=f"teacher {job.label} for {job.domain} [{job.key}] failed: "
                                          f"{_one_line(exc)}; the cells that need it are recorded as failed")
         return
     runner.summary.teachers_trained += payload["trained"]
     if "weights" in payload:  # keep the results directory complete, as a local run leaves it
         install_teacher(runner.teachers.root, payload)
-    runner.hook.kdbench_message(text=f"teacher {job.kind} for {job.cell.task}/{job.domain} [{job.key}]: trained")
+    runner.hook.kdbench_message(text=f"teacher {job.label} for {job.cell.task}/{job.domain} [{job.key}]: trained")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -2,6 +2,10 @@
 
 Built-in methods and tasks are ordinary entry points of the ``kdbench`` distribution (see
 ``pyproject.toml``), so they load exactly like a third-party package: no special cases.
+
+Every teacher kind also gets its evaluation row as a method (``teacher:<kind>``, or the kind's
+``row`` name), derived here (:class:`kdbench.api.DerivedTeacherRow`) unless a plugin registered a
+method of that name itself.
 """
 
 from __future__ import annotations
@@ -133,4 +137,10 @@ def load(extra_plugins: list[ModuleType | Any] | None = None, strict: bool = Fal
             classes: Any = impl.function() or []
             for cls in classes:
                 kind.add(cls, impl.plugin_name, dists.get(impl.plugin_name, "?"))
+    from kdbench.api import DerivedTeacherRow
+
+    for entry in list(reg.teachers.entries.values()):
+        row = DerivedTeacherRow(entry.cls)
+        if row.name not in reg.methods:
+            reg.methods.add(row, entry.source, entry.dist)  # type: ignore[arg-type]  # reads like a Method class
     return reg

@@ -24,6 +24,7 @@ from kdbench.api import (
     KDBenchError,
     Method,
     Task,
+    TeacherRequest,
 )
 from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, apply_fraction, load_tokenizer
@@ -31,7 +32,7 @@ from kdbench.grid import Cell, Variant, expand, resolve_rows
 from kdbench.lock import run_lock
 from kdbench.modeling import KDModel, count_parameters, load_model
 from kdbench.results import CellResult
-from kdbench.teachers import TeacherHandle, TeacherSpec, TeacherStore, TeacherUsage
+from kdbench.teachers import TeacherHandle, TeacherSpec, TeacherStore, TeacherUsage, requests_of, teacher_of
 from kdbench.tokcache import encode_cached
 from kdbench.trainer import accuracy, predict
 
@@ -186,11 +187,11 @@ class Runner:
         method = self.methods[cell.method]
         every = list(self.task_state(cell.task).domains)
         pool = [d for d in every if d != cell.domain]
-        reqs = method.teacher_requests(cell.domain, every)
-        if reqs != method.teacher_requests(cell.domain, pool):
+        reqs = requests_of(method, cell.domain, every)
+        if reqs != requests_of(method, cell.domain, pool):
             return True
-        return any(self.registry.teachers.get(k)().train_domains(cell.domain, every)
-                   != self.registry.teachers.get(k)().train_domains(cell.domain, pool) for k, _ in reqs)
+        return any(teacher_of(self.registry, r).train_domains(cell.domain, every)
+                   != teacher_of(self.registry, r).train_domains(cell.domain, pool) for r in reqs)
 
     def teacher_data(self, cell: Cell) -> dict[str, DomainData]:
         """Every domain's splits as the cell's teachers see them: the fraction applied with the
@@ -419,15 +420,15 @@ class Runner:
         return apply_fraction(self.task_state(cell.task).domains, cell.domain, cell.fraction, cell.seed,
                               self.config.fraction_all_domains)
 
-    def teacher_requests(self, cell: Cell) -> list[tuple[str, str]]:
-        return self.methods[cell.method].teacher_requests(cell.domain, self.teacher_pool(cell))
+    def teacher_requests(self, cell: Cell) -> list[TeacherRequest]:
+        return requests_of(self.methods[cell.method], cell.domain, self.teacher_pool(cell))
 
-    def teacher_spec(self, cell: Cell, kind: str, domain: str,
+    def teacher_spec(self, cell: Cell, request: TeacherRequest,
                      data: Mapping[str, DomainData] | None = None) -> TeacherSpec:
-        """The teacher ``kind`` for ``domain`` as ``cell`` gets it: trained on the cell's teacher data
+        """The teacher of ``request`` as ``cell`` gets it: trained on the cell's teacher data
         (``data``, default :meth:`teacher_data`) with its teacher seed, from its pool of domains."""
         state = self.task_state(cell.task)
-        return self.teachers.spec(kind, domain, state.task,
+        return self.teachers.spec(request, state.task,
                                   lambda ex: state.tokenize(tuple(ex), self.profile.max_len),
                                   len(state.tokenizer), self.teacher_data(cell) if data is None else data,
                                   self.teacher_seed(cell), self.teacher_pool(cell))
@@ -435,7 +436,7 @@ class Runner:
     def teacher_specs(self, cell: Cell) -> list[TeacherSpec]:
         """The teachers ``cell`` declares (``Method.teacher_requests``), each once, in order."""
         data = self.teacher_data(cell)
-        specs = [self.teacher_spec(cell, kind, domain, data) for kind, domain in self.teacher_requests(cell)]
+        specs = [self.teacher_spec(cell, request, data) for request in self.teacher_requests(cell)]
         return list({s.key: s for s in specs}.values())
 
     def evaluate_cell(self, cell: Cell) -> dict[str, Any]:
@@ -443,12 +444,12 @@ class Runner:
         method = self.methods[cell.method]
         domains = self.cell_domains(cell)
         teacher_data = self.teacher_data(cell)
-        specs: dict[tuple[str, str], TeacherSpec] = {}
+        specs: dict[TeacherRequest, TeacherSpec] = {}
 
-        def get_handle(kind: str, domain: str) -> TeacherHandle:
-            if (kind, domain) not in specs:
-                specs[kind, domain] = self.teacher_spec(cell, kind, domain, teacher_data)
-            return self.teachers.get(specs[kind, domain])
+        def get_handle(request: TeacherRequest) -> TeacherHandle:
+            if request not in specs:
+                specs[request] = self.teacher_spec(cell, request, teacher_data)
+            return self.teachers.get(specs[request])
 
         def tokenize(examples: tuple[Example, ...]) -> Encoded:
             return state.tokenize(tuple(examples), self.profile.max_len)

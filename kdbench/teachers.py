@@ -1,11 +1,12 @@
 """The teacher store: trained teachers keyed by content, kept on disk and in a small LRU in memory.
 
-A teacher is trained once per distinct key (its kind and version, the profile's teacher model and
+A teacher is trained once per distinct key (its kind, options and version, the profile's teacher model and
 training settings, the ids of the data it trains and selects on, the seed and the precision) and
 shared by every cell and method that asks for it. The store is used the same way by the runner, the
 Ray executor and the conformance kit:
 
-* :meth:`TeacherStore.spec` keys a teacher (a :class:`TeacherSpec`: kind, context, key, head);
+* :meth:`TeacherStore.spec` keys the teacher of a :class:`~kdbench.api.TeacherRequest` (kind,
+  target domain, the kind's options) as a :class:`TeacherSpec` (kind, context, key, head);
 * :meth:`TeacherStore.get` returns it (from memory, from disk, or trained now) and records it in the
   cell's :class:`TeacherUsage`: what the cell used, how many teachers it trained and how long
   acquiring them took (training and loading, subtracted from the method's own train time);
@@ -31,16 +32,17 @@ import torch
 
 from kdbench import device as dev
 from kdbench import results as res
-from kdbench.api import TeacherContext
+from kdbench.api import TeacherContext, TeacherRequest
 from kdbench.data import batches
+from kdbench.errors import KDBenchError
 from kdbench.modeling import ModelOutput, count_parameters
 from kdbench.trainer import forward, predict
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from pathlib import Path
 
-    from kdbench.api import DomainData, FitContext, ProgressFn, Task, Teacher
+    from kdbench.api import DomainData, FitContext, Method, ProgressFn, Task, Teacher
     from kdbench.config import Profile
     from kdbench.data import Encoded
     from kdbench.modeling import KDModel
@@ -51,15 +53,50 @@ LRU_SIZE = 4
 
 
 # ------------------------------------------------------------------------------------------ store
+def requests_of(method: Method[Any], target: str, domains: Sequence[str]) -> list[TeacherRequest]:
+    """``method.teacher_requests(target, domains)`` as :class:`~kdbench.api.TeacherRequest` s; a plugin
+    written before teachers had options may still return ``(kind, domain)`` pairs."""
+    return [r if isinstance(r, TeacherRequest) else TeacherRequest(*r)
+            for r in method.teacher_requests(target, domains)]
+
+
+def teacher_of(registry: Registry, request: TeacherRequest) -> Teacher[Any]:
+    """The teacher kind of ``request``, configured with its options (an unknown option: one line)."""
+    cls = registry.teachers.get(request.kind)
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    unknown = sorted(set(request.options) - fields)
+    if unknown:
+        from kdbench.errors import did_you_mean
+
+        raise KDBenchError(f"teacher {request.kind}: " + did_you_mean("option", unknown[0], sorted(fields)))
+    try:
+        return cls(cls.Config(**request.options))
+    except (TypeError, ValueError) as exc:
+        raise KDBenchError(f"teacher {request.kind}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class TeacherSpec:
-    """One teacher as a cell asks for it: its kind, the context it trains in, its key and head."""
+    """One teacher as a cell asks for it: its kind (with its options), the context it trains in, its
+    key and head."""
 
     kind_name: str
-    kind: Teacher
+    kind: Teacher[Any]
     context: TeacherContext
     key: str
     head: str
+    request: TeacherRequest
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The kind's options that differ from their defaults (part of the key)."""
+        return self.kind.key_options()
+
+    @property
+    def label(self) -> str:
+        """The kind as a person reads it: ``meta`` or ``meta[use_domain_corruption=False]``."""
+        opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.kind_name}[{opts}]" if opts else self.kind_name
 
 
 @dataclass
@@ -95,14 +132,17 @@ class TeacherStore:
         self._usage: TeacherUsage | None = None
 
     # --------------------------------------------------------------------------------- keys
-    def spec(self, kind_name: str, domain: str, task: Task, tokenize: Callable[..., Any], vocab_size: int,
+    def spec(self, request: TeacherRequest, task: Task, tokenize: Callable[..., Any], vocab_size: int,
              domains: Mapping[str, DomainData], seed: int, pool: list[str] | None = None) -> TeacherSpec:
-        """The teacher of ``kind_name`` for target ``domain``, trained on ``domains`` with ``seed``.
+        """The teacher of ``request`` (kind, target domain, options), trained on ``domains`` with ``seed``.
 
         ``pool``: the domains a cross-domain teacher may train on (default: all of ``domains``); a
-        teacher whose target is not among its training domains is keyed as held out.
+        teacher whose target is not among its training domains is keyed as held out. The kind's
+        options that differ from their defaults are part of the key (:meth:`Teacher.key_options`).
         """
-        kind = self.registry.teachers.get(kind_name)()
+        kind_name, domain = request.kind, request.domain
+        kind = teacher_of(self.registry, request)
+        options = kind.key_options()
         train_domains = kind.train_domains(domain, list(domains) if pool is None else pool)
         ctx = TeacherContext(task=task, target=domain, train_domains=train_domains, domains=domains, seed=seed,
                              profile=self.profile, device=self.device, precision=self.precision,
@@ -111,13 +151,13 @@ class TeacherStore:
         p = self.profile
         held_out = ({"teacher_domains": "others", "target": domain}
                     if self.teacher_domains == "others" and domain not in train_domains else {})
-        key = res.config_hash({**held_out,
+        key = res.config_hash({**held_out, **({"options": options} if options else {}),
             "kind": kind_name, "version": kind.version, "model": p.teacher, "train": dataclasses.asdict(p.teacher_train),
             "max_len": p.max_len, "batch_size": p.batch_size, "precision": self.precision, "seed": seed,
             "task": task.name, "task_version": task.version,
             "data": {d: domains[d].split_hash() + res.config_hash([e.id for e in domains[d].train])
                      for d in train_domains}})
-        return TeacherSpec(kind_name, kind, ctx, key, kind.head_for(domain))
+        return TeacherSpec(kind_name, kind, ctx, key, kind.head_for(domain), request)
 
     # ------------------------------------------------------------------------------- cells
     @contextmanager
@@ -159,7 +199,9 @@ class TeacherStore:
         self._evict()
         assert meta is not None and handle is not None
         if usage is not None:
-            usage.used[key] = {"key": key, "kind": spec.kind_name, "domains": list(spec.context.train_domains),
+            options = spec.options
+            usage.used[key] = {"key": key, "kind": spec.kind_name, **({"options": options} if options else {}),
+                               "domains": list(spec.context.train_domains),
                                "train_seconds": meta["train_seconds"], "params": meta["params"],
                                "dev_accuracy": meta.get("dev_accuracy"), "head": spec.head}
         return TeacherHandle(handle.model, spec.head, key)
@@ -206,7 +248,7 @@ class TeacherStore:
         from safetensors.torch import save
 
         ctx = spec.context
-        self.message(f"training teacher {spec.kind_name} on {'+'.join(ctx.train_domains)} "
+        self.message(f"training teacher {spec.label} on {'+'.join(ctx.train_domains)} "
                      f"(seed {ctx.seed}) [{spec.key}]")
         dev.seed_everything(ctx.seed)
         t0 = time.perf_counter()
@@ -218,6 +260,7 @@ class TeacherStore:
         weights = save(state)
         res.atomic_write_bytes(folder / "model.safetensors", weights)
         meta = {"key": spec.key, "sha256": res.sha256_bytes(weights), "kind": spec.kind_name,
+                **({"options": spec.options} if spec.options else {}),
                 "domains": list(ctx.train_domains), "seed": ctx.seed,
                 "train_seconds": round(seconds, 3), "params": count_parameters(model),
                 "dev_accuracy": fit.info.get("best_dev"),

@@ -1,7 +1,7 @@
 """``metakd``: Meta-KD (Pan et al., ACL 2021), as the paper's official code implements it.
 
-Registers the teacher kind ``meta`` (and its ablation variants), the method ``metakd`` and the row
-``teacher:meta``. Sources: the paper; alibaba/EasyTransfer ``scripts/metaKD/`` at 05d2b48
+Registers the teacher kind ``meta`` (its options are the meta-teacher ablations; the registry
+derives its row ``teacher:meta``) and the method ``metakd``. Sources: the paper; alibaba/EasyTransfer ``scripts/metaKD/`` at 05d2b48
 (``meta_teacher.py``, ``meta_distill.py``, ``transformer/modeling.py``, the official code); alibaba/EasyNLP
 ``easynlp/distillation/distill_metakd_application.py`` and ``examples/knowledge_distillation/metakd/``.
 Where kdbench's default differs from them, an option restores the official behaviour and the
@@ -69,29 +69,28 @@ Ablations (method options, ``--set metakd.KEY=VALUE``):
 * ``use_expertise_weights=false``: λ_i = 1 in stage 1.
 * ``gamma2=0``: no transferable-knowledge term.
 
-Options that change the meta-teacher (the first two and ``prototype_include_padding``) select a
-distinct registered teacher kind (``meta-noproto``, ``meta-nocorrupt``, ``meta-padproto``, and
-their combinations; see :func:`meta_teacher_kind`), so the runner's teacher cache, which keys on
-the kind's name, never hands an ablation the full meta-teacher or vice versa.
+Options that change the meta-teacher (the first two and ``prototype_include_padding``) are the
+options of the teacher kind ``meta`` (:class:`MetaTeacherConfig`): ``metakd`` asks for the
+meta-teacher with them (:meth:`MetaKDConfig.teacher_options`), and the runner's teacher store keys a
+teacher by its kind and options, so it never hands an ablation the full meta-teacher or vice versa.
+The evaluation row takes the same options: ``teacher:meta[use_domain_corruption=false]``.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from kdbench import hookimpl
-from kdbench.api import FitContext, FitResult, Method, MethodConfig, Teacher, TeacherContext
+from kdbench.api import FitContext, FitResult, Method, Teacher, TeacherConfig, TeacherContext, TeacherRequest
 from kdbench.data import batches
 from kdbench.device import to_device
 from kdbench.distill import (
     LayerDistiller,
-    TeacherRow,
     TinyBERTConfig,
     combine,
     distiller_for,
@@ -243,17 +242,13 @@ def prototype_table(*, task: Task, domains: Mapping[str, DomainData], profile: P
 
 
 # --------------------------------------------------------------------------------- meta-teacher
-def meta_teacher_kind(use_prototype_weights: bool = True, use_domain_corruption: bool = True,
-                      prototype_include_padding: bool = False) -> str:
-    """Registered name of the meta-teacher trained with these options (``meta`` for the paper's)."""
-    parts = ["meta"]
-    if not use_prototype_weights:
-        parts.append("noproto")
-    if not use_domain_corruption:
-        parts.append("nocorrupt")
-    if prototype_include_padding and use_prototype_weights:  # without t_i the pooling is irrelevant
-        parts.append("padproto")
-    return "-".join(parts)
+@dataclass(frozen=True)
+class MetaTeacherConfig(TeacherConfig):
+    """The meta-teacher's options: the paper's (all defaults) or an ablation."""
+
+    use_prototype_weights: bool = True  # False: every t_i = 1 (plain mean CE)
+    use_domain_corruption: bool = True  # False: no γ1 term
+    prototype_include_padding: bool = False  # True: the original code's prototypes (padding averaged in)
 
 
 def meta_teacher_batch_loss(model: MetaTeacherModel, batch: Mapping[str, torch.Tensor], *, gamma1: float,
@@ -271,12 +266,16 @@ def meta_teacher_batch_loss(model: MetaTeacherModel, batch: Mapping[str, torch.T
     return meta_teacher_loss(ce, dom, batch["t"].float(), gamma1 if use_domain_corruption else 0.0)
 
 
-class MetaTeacher(Teacher):
+class MetaTeacher(Teacher[MetaTeacherConfig]):
     name = "meta"
     description = "Meta-KD meta-teacher: all domains, prototype-weighted, domain corruption"
-    use_prototype_weights: ClassVar[bool] = True
-    use_domain_corruption: ClassVar[bool] = True
-    prototype_include_padding: ClassVar[bool] = False
+    Config = MetaTeacherConfig
+
+    def key_options(self) -> dict[str, Any]:
+        options = super().key_options()
+        if not self.config.use_prototype_weights:  # without t_i, how prototypes are pooled is irrelevant
+            options.pop("prototype_include_padding", None)
+        return options
 
     def train_domains(self, target: str, all_domains: Sequence[str]) -> tuple[str, ...]:
         return tuple(all_domains)
@@ -289,11 +288,12 @@ class MetaTeacher(Teacher):
     def fit(self, ctx: TeacherContext) -> FitResult:
         examples = pooled(ctx, "train")
         domain_ids = [i for i, d in enumerate(ctx.train_domains) for _ in ctx.domains[d].train]
-        if self.use_prototype_weights:
+        cfg = self.config
+        if cfg.use_prototype_weights:
             table = prototype_table(task=ctx.task, domains={d: ctx.domains[d] for d in ctx.train_domains},
                                     profile=ctx.profile, device=ctx.device, tokenize=ctx.tokenize,
                                     vocab_size=ctx.vocab_size, seed=ctx.seed,
-                                    include_padding=self.prototype_include_padding)
+                                    include_padding=cfg.prototype_include_padding)
             t = [table[(d, e.id)] for d in ctx.train_domains for e in ctx.domains[d].train]
         else:
             t = [1.0] * len(examples)
@@ -304,33 +304,12 @@ class MetaTeacher(Teacher):
 
         def loss_fn(batch: dict[str, torch.Tensor]) -> torch.Tensor:
             return meta_teacher_batch_loss(model, batch, gamma1=GAMMA1, generator=generator,
-                                           use_domain_corruption=self.use_domain_corruption)
+                                           use_domain_corruption=cfg.use_domain_corruption)
 
         result = train_teacher(ctx, model, loss_fn, train, ctx.tokenize(pooled(ctx, "dev")),
                                stage=f"teacher:{self.name}")
         result.info["prototype_mean"] = sum(t) / len(t)
         return result
-
-
-def _variants() -> list[type[MetaTeacher]]:
-    out: list[type[MetaTeacher]] = []
-    for proto, corrupt, pad in itertools.product((True, False), (True, False), (False, True)):
-        if pad and not proto:
-            continue
-        name = meta_teacher_kind(proto, corrupt, pad)
-        if name == MetaTeacher.name:
-            out.append(MetaTeacher)
-            continue
-        what = [w for w, on in (("no prototype weights", not proto), ("no domain corruption", not corrupt),
-                                ("prototypes averaged over padding", pad)) if on]
-        out.append(type(f"MetaTeacher_{name.replace('-', '_')}", (MetaTeacher,), {
-            "name": name, "description": f"Meta-KD meta-teacher ablation: {', '.join(what)}",
-            "use_prototype_weights": proto, "use_domain_corruption": corrupt,
-            "prototype_include_padding": pad, "__module__": __name__}))
-    return out
-
-
-META_TEACHERS = _variants()
 
 
 # ------------------------------------------------------------------------------ meta-distillation
@@ -353,9 +332,11 @@ class MetaKDConfig(TinyBERTConfig):
             raise ValueError(f"tkd_form={self.tkd_form!r}: expected 'paper' or 'official'")
 
     @property
-    def teacher_kind(self) -> str:
-        return meta_teacher_kind(self.use_prototype_weights, self.use_domain_corruption,
-                                 self.prototype_include_padding)
+    def teacher_options(self) -> dict[str, Any]:
+        """The meta-teacher's options (those that differ from the paper's; see :class:`MetaTeacher`)."""
+        teacher = MetaTeacher(MetaTeacherConfig(self.use_prototype_weights, self.use_domain_corruption,
+                                                self.prototype_include_padding))
+        return teacher.key_options()
 
 
 def stage1_terms(student: KDModel, teacher: TeacherHandle, distiller: LayerDistiller, branch: DomainBranch,
@@ -399,12 +380,12 @@ class MetaKD(Method[MetaKDConfig]):
     needs_hidden = True
     Config = MetaKDConfig
 
-    def teacher_requests(self, target: str, domains: Sequence[str]) -> list[tuple[str, str]]:
-        return [(self.config.teacher_kind, target)]
+    def teacher_requests(self, target: str, domains: Sequence[str]) -> list[TeacherRequest]:
+        return [TeacherRequest("meta", target, self.config.teacher_options)]
 
     def fit(self, ctx: FitContext) -> FitResult:
         cfg = self.config
-        teacher = ctx.teacher(cfg.teacher_kind)
+        teacher = ctx.teacher("meta", options=cfg.teacher_options)
         assert isinstance(teacher.model, MetaTeacherModel)
         order = tuple(ctx.domains)  # the meta-teacher's domain indices (its train_domains)
         student = ctx.build_student()
@@ -444,44 +425,16 @@ class MetaKD(Method[MetaKDConfig]):
         r1 = run_stage1(ctx, student, loss1, params, cfg, stage=self.name, train_data=train,
                         teacher_key=teacher.key and f"{teacher.key}/{teacher.head}")
         r2 = run_stage2(ctx, student, teacher, cfg, stage=self.name)
-        info: dict[str, Any] = {"teacher_kind": cfg.teacher_kind, "projection": distiller.projection is not None,
+        info: dict[str, Any] = {"teacher_options": cfg.teacher_options, "projection": distiller.projection is not None,
                                 "prototype_mean": sum(t) / max(1, len(t))}
         return combine(student, r1, r2, stage=self.name, **info)
 
 
-# ------------------------------------------------------------------------------------ teacher row
-@dataclass(frozen=True)
-class MetaTeacherRowConfig(MethodConfig):
-    """Which meta-teacher to evaluate (the ablation options that change it)."""
-
-    use_prototype_weights: bool = True
-    use_domain_corruption: bool = True
-    prototype_include_padding: bool = False
-
-
-class MetaTeacherRow(TeacherRow[MetaTeacherRowConfig]):
-    name = "teacher:meta"
-    description = "The Meta-KD meta-teacher evaluated on the target domain"
-    teacher = "meta"
-    Config = MetaTeacherRowConfig
-
-    def kind(self) -> str:
-        c = self.config
-        return meta_teacher_kind(c.use_prototype_weights, c.use_domain_corruption, c.prototype_include_padding)
-
-    def teacher_requests(self, target: str, domains: Sequence[str]) -> list[tuple[str, str]]:
-        return [(self.kind(), target)]
-
-    def fit(self, ctx: FitContext) -> FitResult:
-        handle = ctx.teacher(self.kind())
-        return FitResult(model=handle.model, head=handle.head)
-
-
 @hookimpl
 def kdbench_register_teachers() -> list[type[Teacher]]:
-    return list(META_TEACHERS)
+    return [MetaTeacher]
 
 
 @hookimpl
 def kdbench_register_methods() -> list[type[Method]]:
-    return [MetaKD, MetaTeacherRow]
+    return [MetaKD]

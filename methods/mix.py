@@ -6,8 +6,8 @@
   so the runner trains one mix teacher per distinct pooled data set and shares it across methods.
 * Method ``mix``: a fresh student distilled from that teacher on the target domain with the TinyBERT
   objective (:func:`kdbench.distill.tinybert_distill`); options as ``tinybert``.
-* Method ``teacher:mix``: the mix teacher itself evaluated on the target test set (the paper's
-  BERT_B-mix row).
+* Row ``teacher:mix`` (derived by the registry from the kind): the mix teacher itself evaluated on
+  the target test set (the paper's BERT_B-mix row).
 
 Where the stages differ from the official code, and the options that switch them: the README's
 "Fidelity to the official code" table (``#fidelity-to-the-official-code``).
@@ -18,16 +18,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kdbench import hookimpl
-from kdbench.api import FitResult, Method, MethodConfig, Teacher, TeacherContext
-from kdbench.distill import TeacherRow, TinyBERT, pooled
+from kdbench.api import FitResult, Method, Teacher, TeacherConfig, TeacherContext
+from kdbench.distill import TinyBERT, pooled
 from kdbench.trainer import cross_entropy, forward, train_teacher
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 
-
-class MixTeacher(Teacher):
+class MixTeacher(Teacher[TeacherConfig]):
     name = "mix"
     description = "Teacher fine-tuned on the pooled data of all domains, one head (BERT_B-mix)"
 
@@ -49,12 +48,6 @@ class Mix(TinyBERT):
     teacher = "mix"
 
 
-class MixTeacherRow(TeacherRow[MethodConfig]):
-    name = "teacher:mix"
-    description = "The mix teacher evaluated on the target domain (BERT_B-mix)"
-    teacher = "mix"
-
-
 @hookimpl
 def kdbench_register_teachers() -> list[type[Teacher]]:
     return [MixTeacher]
@@ -62,4 +55,4 @@ def kdbench_register_teachers() -> list[type[Teacher]]:
 
 @hookimpl
 def kdbench_register_methods() -> list[type[Method]]:
-    return [Mix, MixTeacherRow]
+    return [Mix]

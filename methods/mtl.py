@@ -12,7 +12,8 @@
   target is treated as an unknown domain to which every trained domain's head contributes equally.
 * Method ``mtl``: a fresh student distilled on the target domain with the TinyBERT objective from
   the mtl teacher read through the TARGET domain's head (the runner's handle carries that head).
-* Method ``teacher:mtl``: the mtl teacher's target head evaluated on the target test set.
+* Row ``teacher:mtl`` (derived by the registry from the kind): the mtl teacher's target head
+  evaluated on the target test set.
 
 Where the stages differ from the official code, and the options that switch them: the README's
 "Fidelity to the official code" table (``#fidelity-to-the-official-code``).
@@ -25,8 +26,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from kdbench import hookimpl
-from kdbench.api import FitResult, Method, MethodConfig, Teacher, TeacherContext
-from kdbench.distill import TeacherRow, TinyBERT, pooled
+from kdbench.api import FitResult, Method, Teacher, TeacherConfig, TeacherContext
+from kdbench.distill import TinyBERT, pooled
 from kdbench.losses import cross_entropy_per_example
 from kdbench.trainer import forward, predict, train_teacher
 
@@ -69,7 +70,7 @@ class MeanOfHeads(torch.nn.Module):
         return torch.stack([h(x) for h in self._heads]).mean(dim=0)
 
 
-class MTLTeacher(Teacher):
+class MTLTeacher(Teacher[TeacherConfig]):
     name = "mtl"
     description = "Multi-task teacher: shared encoder, one head per domain (BERT_B-mtl)"
 
@@ -110,12 +111,6 @@ class MTL(TinyBERT):
     teacher = "mtl"
 
 
-class MTLTeacherRow(TeacherRow[MethodConfig]):
-    name = "teacher:mtl"
-    description = "The multi-task teacher's target-domain head evaluated on the target domain (BERT_B-mtl)"
-    teacher = "mtl"
-
-
 @hookimpl
 def kdbench_register_teachers() -> list[type[Teacher]]:
     return [MTLTeacher]
@@ -123,4 +118,4 @@ def kdbench_register_teachers() -> list[type[Teacher]]:
 
 @hookimpl
 def kdbench_register_methods() -> list[type[Method]]:
-    return [MTL, MTLTeacherRow]
+    return [MTL]

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from kdbench import hookimpl
-from kdbench.api import FitContext, FitResult, Method, MethodConfig
+from kdbench.api import FitContext, FitResult, Method, MethodConfig, TeacherRequest
 from kdbench.losses import hinton_kd_loss
 from kdbench.trainer import forward, predict, train_student
 
@@ -106,8 +106,8 @@ class MultiTeacher(Method[MultiTeacherConfig]):
     teacher = "single"  # the single-domain teacher of every domain in the pool: see teacher_requests
     Config = MultiTeacherConfig
 
-    def teacher_requests(self, target: str, domains: Sequence[str]) -> list[tuple[str, str]]:
-        return [("single", d) for d in domains]
+    def teacher_requests(self, target: str, domains: Sequence[str]) -> list[TeacherRequest]:
+        return [TeacherRequest("single", d) for d in domains]
 
     def fit(self, ctx: FitContext) -> FitResult:
         c = self.config

@@ -30,7 +30,23 @@ def test_every_method_names_a_registered_teacher_kind_or_none():
     assert all(t is None or t in kinds for t in teachers.values()), teachers
     assert teachers["student"] is None and teachers["multiteacher"] == "single"
     for name, e in reg.methods.entries.items():  # every request is of a registered kind
-        assert all(kind in kinds for kind, _ in e.cls().teacher_requests("a", ["a", "b"])), name  # type: ignore[attr-defined]
+        assert all(r.kind in kinds for r in e.cls().teacher_requests("a", ["a", "b"])), name  # type: ignore[attr-defined]
+
+
+def test_every_teacher_kind_has_a_derived_row_with_its_options():
+    """``teacher:<kind>`` rows come from the teacher kinds, not from one class per kind; the row of
+    ``single`` is named ``teacher``, and a row takes its kind's options."""
+    from kdbench.api import DerivedTeacherRow, TeacherRequest
+
+    reg = registry.load()
+    for kind in reg.teachers.names():
+        cls = reg.teachers.get(kind)
+        row = reg.methods.get("teacher" if kind == "single" else f"teacher:{kind}")
+        assert isinstance(row, DerivedTeacherRow) and row.teacher == kind and row.Config is cls.Config
+        assert row().teacher_requests("a", ["a", "b"]) == [TeacherRequest(kind, "a")]
+    meta = reg.methods.get("teacher:meta")(reg.teachers.get("meta").Config(use_domain_corruption=False))
+    assert meta.teacher_requests("a", ["a"]) == [TeacherRequest("meta", "a", {"use_domain_corruption": False})]
+    assert {"teacher", "teacher:mix", "teacher:mtl", "teacher:meta"} <= set(reg.methods.names())
 
 
 def test_third_party_plugin_is_registered():

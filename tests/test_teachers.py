@@ -6,7 +6,16 @@ from types import SimpleNamespace
 import torch
 
 from kdbench import teachers, trainer
-from kdbench.api import DomainData, Example, FitContext, FitResult, Method, Teacher, TeacherContext
+from kdbench.api import (
+    DomainData,
+    Example,
+    FitContext,
+    FitResult,
+    Method,
+    Teacher,
+    TeacherContext,
+    TeacherRequest,
+)
 from kdbench.config import resolve_profile
 from kdbench.data import Encoded
 from kdbench.modeling import load_model
@@ -118,7 +127,7 @@ TASK = SimpleNamespace(name="fake-task", version="1")
 
 
 def _spec(store: teachers.TeacherStore, domain: str, seed: int = 0) -> teachers.TeacherSpec:
-    return store.spec("fake", domain, TASK, lambda ex: None, 60, DOMAINS, seed)  # type: ignore[arg-type]
+    return store.spec(TeacherRequest("fake", domain), TASK, lambda ex: None, 60, DOMAINS, seed)  # type: ignore[arg-type]
 
 
 def test_store_keeps_every_teacher_the_open_cell_uses_and_records_the_cell(tmp_path):
@@ -175,7 +184,7 @@ def test_default_distill_serves_layer_outputs_from_the_cache(tmp_path):
     profile = resolve_profile("tiny")
     c = FitContext(task=None, target="d", domains={"d": DomainData("d", (), (), ())}, seed=0,  # type: ignore[arg-type]
                    profile=profile, device=torch.device("cpu"), precision="fp32",
-                   get_teacher=lambda kind, d: teachers.TeacherHandle(model), build_student=lambda: tiny(2),
+                   get_teacher=lambda request: teachers.TeacherHandle(model), build_student=lambda: tiny(2),
                    tokenize=lambda ex: data, workdir=tmp_path)
     trainer.distill(c, Layers())
     passes = -(-len(data) // profile.eval_batch_size)

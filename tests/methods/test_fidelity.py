@@ -63,7 +63,7 @@ def _context(teacher_model=None) -> FitContext:
 
     return FitContext(task=None, target="a", domains={"a": dd, "b": dd}, seed=0, profile=prof,  # type: ignore[arg-type]
                       device=torch.device("cpu"), precision="fp32",
-                      get_teacher=lambda kind, d: TeacherHandle(teacher), build_student=build_student,
+                      get_teacher=lambda request: TeacherHandle(teacher), build_student=build_student,
                       tokenize=_tokenize, reuse=False)
 
 
@@ -283,7 +283,7 @@ def test_paper_profile_sets_the_official_options():
             "constant", "padded", "always", "mean"), name
         assert c.student_head == "dropout", name  # kept standard on purpose: exported students
     assert cfgs["metakd"].tkd_form == "official" and cfgs["metakd"].prototype_include_padding
-    assert cfgs["metakd"].teacher_kind == "meta-padproto"
+    assert cfgs["metakd"].teacher_options == {"prototype_include_padding": True}
     assert cfgs["teacher:meta"].prototype_include_padding  # the row evaluates the same meta-teacher
     assert cfgs["pkd"].lr == 1e-5
     assert prof.student_train.eval_every == 50

@@ -81,7 +81,7 @@ def test_two_stage_results_record_both_stages(grid):
         assert s1[-1] < s1[0], method  # the intermediate-layer loss decreases
         assert cell["train"]["losses"] == pytest.approx([*s1, *stages[1]["losses"]], abs=1e-5)
         assert cell["train"]["projection"] is True  # the tiny student is narrower than the teacher
-    assert cells(grid)["amazon__books__metakd__f0.05__s0"]["train"]["teacher_kind"] == "meta"
+    assert cells(grid)["amazon__books__metakd__f0.05__s0"]["train"]["teacher_options"] == {}
 
 
 @pytest.mark.realdata
@@ -100,7 +100,7 @@ def test_ablation_trains_its_own_meta_teacher(grid, data_dir, cache_dir, tmp_pat
                "--set", "metakd.use_expertise_weights=false", domains="books", methods="metakd") == 0
     cell = cells(results)["amazon__books__metakd__f0.05__s0"]
     assert cell["status"] == "ok"
-    assert [t["kind"] for t in cell["teachers"]] == ["meta-nocorrupt"]
+    assert [(t["kind"], t["options"]) for t in cell["teachers"]] == [("meta", {"use_domain_corruption": False})]
     full = cells(grid)["amazon__books__metakd__f0.05__s0"]
     assert cell["teachers"][0]["key"] != full["teachers"][0]["key"]
     assert cell["config"]["method_options"]["use_domain_corruption"] is False

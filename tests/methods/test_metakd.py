@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kdbench.api import DomainData, Example, TeacherContext
+from kdbench.api import DomainData, Example, TeacherContext, TeacherRequest
 from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, collate
 from kdbench.losses import (
@@ -24,11 +24,12 @@ from kdbench.trainer import forward
 from kdbench_methods import metakd
 from kdbench_methods.metakd import (
     DomainBranch,
+    MetaKD,
     MetaKDConfig,
     MetaTeacher,
+    MetaTeacherConfig,
     MetaTeacherModel,
     meta_teacher_batch_loss,
-    meta_teacher_kind,
     pad_to,
     prototype_table,
     stage1_terms,
@@ -223,23 +224,23 @@ def test_lambda_bounds():
 
 
 # ----------------------------------------------------------------------------------- ablation keys
-def test_ablations_select_distinct_teacher_kinds():
-    assert MetaKDConfig().teacher_kind == "meta"
-    kinds = {method_config(MetaKDConfig, "metakd", {k: "false"}).teacher_kind
-             for k in ("use_prototype_weights", "use_domain_corruption")}
-    assert kinds == {"meta-noproto", "meta-nocorrupt"}
+def test_ablations_ask_for_the_meta_teacher_with_options():
+    """One teacher kind, ``meta``; the ablations that change the meta-teacher are its options."""
+    assert MetaKDConfig().teacher_options == {}
+    options = [method_config(MetaKDConfig, "metakd", {k: "false"}).teacher_options
+               for k in ("use_prototype_weights", "use_domain_corruption")]
+    assert options == [{"use_prototype_weights": False}, {"use_domain_corruption": False}]
     # expertise weights only act in distillation: same teacher
-    assert method_config(MetaKDConfig, "metakd", {"use_expertise_weights": "false"}).teacher_kind == "meta"
-    assert MetaKDConfig(prototype_include_padding=True).teacher_kind == "meta-padproto"
-    assert meta_teacher_kind(False, True, True) == "meta-noproto"  # padding is moot without t_i
+    assert method_config(MetaKDConfig, "metakd", {"use_expertise_weights": "false"}).teacher_options == {}
+    assert MetaKDConfig(prototype_include_padding=True).teacher_options == {"prototype_include_padding": True}
+    # padding is moot without t_i: the same teacher as without prototype weights
+    assert MetaKDConfig(use_prototype_weights=False, prototype_include_padding=True).teacher_options == {
+        "use_prototype_weights": False}
+    assert MetaKD(MetaKDConfig(use_domain_corruption=False)).teacher_requests("a", ["a", "b"]) == [
+        TeacherRequest("meta", "a", {"use_domain_corruption": False})]
     reg = load()
-    names = set(reg.teachers.names())
-    assert {"meta", "meta-noproto", "meta-nocorrupt", "meta-padproto", "meta-noproto-nocorrupt"} <= names
-    for name in names:
-        if name.startswith("meta"):
-            cls = reg.teachers.get(name)
-            assert meta_teacher_kind(cls.use_prototype_weights, cls.use_domain_corruption,
-                                     cls.prototype_include_padding) == name
+    assert [n for n in reg.teachers.names() if n.startswith("meta")] == ["meta"]
+    assert reg.teachers.get("meta").Config is MetaTeacherConfig
 
 
 def test_unknown_domain_uses_the_mean_embedding():

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from kdbench.api import DomainData, Example, FitContext, FitResult, KDBenchError
+from kdbench.api import DomainData, Example, FitContext, FitResult, KDBenchError, TeacherRequest
 from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, collate
 from kdbench.losses import hinton_kd_loss
@@ -59,7 +59,7 @@ def test_options_are_validated():
         ensemble_logits([], 1.0)
     # the single-domain teacher of every domain of the pool (no sentinel kind)
     assert MultiTeacher.teacher == "single"
-    assert MultiTeacher().teacher_requests("b", DOMAINS) == [("single", "a"), ("single", "b"), ("single", "c")]
+    assert MultiTeacher().teacher_requests("b", DOMAINS) == [TeacherRequest("single", d) for d in "abc"]
     cfg = method_config(MultiTeacherConfig, "multiteacher", resolve_profile("tiny").methods.get("multiteacher", {}))
     assert (cfg.alpha, cfg.temperature, cfg.average) == (0.5, 1.0, "logits")
 
@@ -90,9 +90,9 @@ def _context(get_teacher=None):
         teachers[d] = load_model(prof.teacher, 2, profile=prof, role="teacher", vocab_size=VOCAB)
     calls: list[tuple[str, str]] = []
 
-    def spy_get_teacher(kind: str, domain: str) -> TeacherHandle:
-        calls.append((kind, domain))
-        return TeacherHandle(teachers[domain])
+    def spy_get_teacher(request: TeacherRequest) -> TeacherHandle:
+        calls.append((request.kind, request.domain))
+        return TeacherHandle(teachers[request.domain])
 
     def build_student():
         torch.manual_seed(0)

@@ -21,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load, save
 
-from kdbench.api import DomainData, Example, FitContext, TrainConfig
+from kdbench.api import DomainData, Example, FitContext, TeacherRequest, TrainConfig
 from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, collate
 from kdbench.modeling import load_model
@@ -73,10 +73,10 @@ def _context(teachers) -> FitContext:
     domains = {d: DomainData(d, _examples(d, "train", 8), _examples(d, "dev", 4), _examples(d, "test", 4))
                for d in DOMAINS}
 
-    def get_teacher(kind: str, domain: str) -> TeacherHandle:
-        if kind == "mtl":
-            return TeacherHandle(teachers["mtl"], head=domain)
-        if kind.startswith("meta"):
+    def get_teacher(request: TeacherRequest) -> TeacherHandle:
+        if request.kind == "mtl":
+            return TeacherHandle(teachers["mtl"], head=request.domain)
+        if request.kind == "meta":
             return TeacherHandle(teachers["meta"])
         return TeacherHandle(teachers["single"])  # single and mix: one plain BERT-base-shaped model
 
