@@ -719,7 +719,7 @@ def compare(
     if len(seeds) >= 3:
         acc_a = [float(by_a[s]["accuracy"]) for s in seeds]
         acc_b = [float(by_b[s]["accuracy"]) for s in seeds]
-        p_seeds = paired_t(acc_a, acc_b)[1]
+        _, p_seeds = paired_t(acc_a, acc_b)
         degenerate = math.isnan(p_seeds)
     p_eq = None if equivalence_margin is None else dist.p_tost(equivalence_margin)
     n_examples = int(mat_a.shape[1]) if _same else int(mat_a.size // len(seeds))
