@@ -184,3 +184,18 @@ def test_variant_sweep_and_teacher_options_parse(tmp_path: Path):
                 {"sweep": ["kd.temperature=1,1"]}, {"methods": "kd[alpha=0.5"}):
         with pytest.raises(KDBenchError):
             RunConfig.from_sources(bad)
+
+
+def test_profiles_do_not_restate_method_defaults():
+    """#14 §5: a method option's default is written once, in its Config dataclass; a built-in profile
+    lists only the options it changes (a value equal to the default would hide a later change of it)."""
+    from kdbench import registry
+    from kdbench.config import load_profiles
+
+    reg = registry.load()
+    for name, raw in load_profiles().items():
+        for method, opts in raw.get("methods", {}).items():
+            cls = reg.methods.get(method).Config
+            cfg, default = method_config(cls, method, opts), cls()
+            same = [k for k in opts if getattr(cfg, k) == getattr(default, k)]
+            assert not same, f"profile {name}: {method}.{same} restate the default of {cls.__name__}"
