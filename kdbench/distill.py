@@ -9,6 +9,7 @@
   in the ``tinybert`` plugin (``methods/tinybert.py``).
 * :func:`pooled`: the examples of every training domain of a teacher (the mix and meta teachers).
 * :class:`TeacherRow`: a method that evaluates a trained teacher on the target domain.
+* :class:`KDConfig`: the options of Hinton KD, shared by ``kd`` and ``multiteacher`` (written once).
 
 Plugins import these from here (the core), never from another plugin.
 """
@@ -269,3 +270,18 @@ class TeacherRow(Method[C]):
     def fit(self, ctx: FitContext) -> FitResult:
         handle = ctx.teacher(self.teacher)
         return FitResult(model=handle.model, head=handle.head)
+
+
+@dataclass(frozen=True)
+class KDConfig(MethodConfig):
+    """Options of vanilla KD (:func:`kdbench.losses.hinton_kd_loss`): ``kd``'s, and ``multiteacher``'s
+    (which adds its own), so that the two rows differ only in their teachers."""
+
+    alpha: float = 0.5  # weight of the soft-target term
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha={self.alpha} must lie in [0, 1]")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature} must be positive")

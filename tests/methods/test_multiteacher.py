@@ -64,6 +64,22 @@ def test_options_are_validated():
     assert (cfg.alpha, cfg.temperature, cfg.average) == (0.5, 1.0, "logits")
 
 
+def test_alpha_and_temperature_are_kds_written_once():
+    """#14 §5: kd's options and defaults are written once (kdbench.distill.KDConfig) and multiteacher
+    extends them, so that the two rows differ only in their teachers; their checks still apply."""
+    from kdbench.distill import KDConfig
+    from kdbench_methods.kd import KD
+
+    assert KD.Config is KDConfig and issubclass(MultiTeacherConfig, KDConfig)
+    assert {f.name for f in dataclasses.fields(MultiTeacherConfig)} - {"average"} == \
+        {f.name for f in dataclasses.fields(KDConfig)}
+    for bad in ({"alpha": "2"}, {"temperature": "0"}, {"temperature": "nan"}):
+        with pytest.raises(KDBenchError, match=next(iter(bad))):
+            method_config(MultiTeacherConfig, "multiteacher", bad)
+        with pytest.raises(KDBenchError, match=next(iter(bad))):
+            method_config(KDConfig, "kd", bad)
+
+
 # ------------------------------------------------------------------ fit: a spy FitContext, no data
 DOMAINS = ("a", "b", "c")
 VOCAB = 40
