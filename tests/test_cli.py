@@ -296,10 +296,12 @@ def test_run_options_are_generated_from_run_config():
         sorted([*RUN_FLAGS, "--help"])
 
 
-def test_every_default_is_written_once_in_run_config():
+def test_every_default_is_written_once_in_run_config(monkeypatch):
     """The parser gives None ("not given") for every option, so the defaults come from RunConfig alone;
     the help shows each field's own default, and no hand-written help text states one."""
     import dataclasses
+
+    monkeypatch.delenv("KDBENCH_DATA_DIR", raising=False)  # the --data-dir fallback
 
     from kdbench.cli import build_parser
     from kdbench.config import RunConfig
