@@ -11,6 +11,7 @@ import torch
 from kdbench.api import DomainData, Example, FitContext, FitResult, KDBenchError
 from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, collate
+from kdbench.device import Runtime
 from kdbench.losses import hinton_kd_loss
 from kdbench.modeling import load_model
 from kdbench.teachers import TeacherHandle
@@ -114,8 +115,7 @@ def _context(get_teacher=None):
         torch.manual_seed(0)
         return load_model(prof.student, 2, profile=prof, role="student", vocab_size=VOCAB)
 
-    ctx = FitContext(task=None, target="b", domains=domains, seed=0, profile=prof, device=torch.device("cpu"),
-                     precision="fp32", get_teacher=spy_get_teacher, build_student=build_student,
+    ctx = FitContext(task=None, target="b", domains=domains, seed=0, profile=prof, runtime=Runtime(torch.device("cpu"), "fp32", compile=False), get_teacher=spy_get_teacher, build_student=build_student,
                      tokenize=_tokenize)
     return ctx, teachers, calls
 

@@ -10,6 +10,7 @@ import torch
 from kdbench.api import KDBenchError
 from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded
+from kdbench.device import Runtime
 from kdbench.losses import attention_mse, hidden_mse
 from kdbench.modeling import ModelOutput, load_model
 from kdbench.teachers import TeacherHandle
@@ -131,8 +132,7 @@ def test_stage1_trains_the_projection_and_the_loss_falls():
         return (hid + att).mean()
 
     cfg = TINY.student_train.replace(epochs=5, lr=3e-3, warmup=0.0)
-    res = train(student, enc(32), loss_fn, cfg, batch_size=16, eval_batch_size=64, device=torch.device("cpu"),
-                precision="fp32", seed=0, params=[*student.parameters(), *d.parameters()], stage="t")
+    res = train(student, enc(32), loss_fn, cfg, batch_size=16, eval_batch_size=64, runtime=Runtime(torch.device("cpu"), "fp32", compile=False), seed=0, params=[*student.parameters(), *d.parameters()], stage="t")
     assert not torch.equal(before, d.projection.weight)
     assert res.losses[-1] < 0.8 * res.losses[0]
     assert res.info["best_epoch"] == -1  # no dev data: no selection in stage 1
