@@ -126,8 +126,9 @@ class Runner:
         self.runtime = dev.Runtime.resolve(config.device, config.precision, config.compile)
         self.tasks: dict[str, TaskState] = {}
         #: trained teachers (``teachers.root``: a Ray worker points it at its scratch or a shared path)
-        self.teachers = TeacherStore(config.results_dir / "teachers", registry, self.profile, runtime=self.runtime,
-                                     reuse=config.reuse, teacher_domains=config.teacher_domains, progress=self.progress,
+        self.teachers = TeacherStore(config.results_dir / "teachers", registry, self.profile,
+                                     runtime=self.runtime, reuse=config.reuse,
+                                     teacher_domains=config.teacher_domains, progress=self.progress,
                                      message=lambda text: self.hook.kdbench_message(text=text))
         self.summary = RunSummary()
         #: the command line that started the run (for exported students' model cards); set by the CLI
@@ -492,8 +493,8 @@ class Runner:
             handle = self.teachers.handle(first["key"])
             if handle is not None and handle.model is not fit.model:
                 t2 = time.perf_counter()
-                predict(handle.model, test, first.get("head", handle.head), self.runtime.device, self.runtime.precision,
-                        self.profile.eval_batch_size)
+                predict(handle.model, test, first.get("head", handle.head), self.runtime.device,
+                        self.runtime.precision, self.profile.eval_batch_size)
                 teacher_infer = time.perf_counter() - t2
         return {
             "metrics": {"test_accuracy": accuracy(test_logits, test.labels), "dev_accuracy": dev_acc},

@@ -83,7 +83,8 @@ class TeacherStore:
     and the last :data:`LRU_SIZE` loaded ones in memory."""
 
     def __init__(self, root: Path, registry: Registry, profile: Profile, *, runtime: Runtime, reuse: bool,
-                 teacher_domains: str, progress: ProgressFn, message: Callable[[str], None] | None = None) -> None:
+                 teacher_domains: str, progress: ProgressFn,
+                 message: Callable[[str], None] | None = None) -> None:
         #: where trained teachers live; a Ray worker points it at its own scratch or a shared path
         self.root = root
         self.registry, self.profile, self.runtime = registry, profile, runtime

@@ -28,7 +28,8 @@ def enc(n=40, seed=0, shift=0):
 
 def ctx(tmp: Path, reuse=True) -> FitContext:
     return FitContext(task=None, target="d", domains={}, seed=0, profile=resolve_profile("tiny"),  # type: ignore[arg-type]
-                      runtime=Runtime(torch.device("cpu"), "fp32", compile=False), get_teacher=None, build_student=None,  # type: ignore[arg-type]
+                      runtime=Runtime(torch.device("cpu"), "fp32", compile=False),
+                      get_teacher=None, build_student=None,  # type: ignore[arg-type]
                       tokenize=None, workdir=tmp, reuse=reuse)  # type: ignore[arg-type]
 
 

@@ -115,8 +115,9 @@ def _context(get_teacher=None):
         torch.manual_seed(0)
         return load_model(prof.student, 2, profile=prof, role="student", vocab_size=VOCAB)
 
-    ctx = FitContext(task=None, target="b", domains=domains, seed=0, profile=prof, runtime=Runtime(torch.device("cpu"), "fp32", compile=False), get_teacher=spy_get_teacher, build_student=build_student,
-                     tokenize=_tokenize)
+    ctx = FitContext(task=None, target="b", domains=domains, seed=0, profile=prof,
+                     runtime=Runtime(torch.device("cpu"), "fp32", compile=False), get_teacher=spy_get_teacher,
+                     build_student=build_student, tokenize=_tokenize)
     return ctx, teachers, calls
 
 

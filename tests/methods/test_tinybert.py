@@ -132,7 +132,9 @@ def test_stage1_trains_the_projection_and_the_loss_falls():
         return (hid + att).mean()
 
     cfg = TINY.student_train.replace(epochs=5, lr=3e-3, warmup=0.0)
-    res = train(student, enc(32), loss_fn, cfg, batch_size=16, eval_batch_size=64, runtime=Runtime(torch.device("cpu"), "fp32", compile=False), seed=0, params=[*student.parameters(), *d.parameters()], stage="t")
+    res = train(student, enc(32), loss_fn, cfg, batch_size=16, eval_batch_size=64,
+                runtime=Runtime(torch.device("cpu"), "fp32", compile=False), seed=0,
+                params=[*student.parameters(), *d.parameters()], stage="t")
     assert not torch.equal(before, d.projection.weight)
     assert res.losses[-1] < 0.8 * res.losses[0]
     assert res.info["best_epoch"] == -1  # no dev data: no selection in stage 1
