@@ -106,8 +106,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": option_help(f)}
         if meta.get("action"):
             kwargs["action"] = meta["action"]
-        if meta.get("metavar"):
-            kwargs["metavar"] = meta["metavar"]
+        if meta.get("metavar") or meta.get("choices"):
+            kwargs["metavar"] = meta["metavar"] or "{" + ",".join(meta["choices"]) + "}"
         parser.add_argument(meta.get("flag") or "--" + f.name.replace("_", "-"), **kwargs)
 
 

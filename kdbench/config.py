@@ -405,16 +405,20 @@ CACHE_HOME = "~/.cache/kdbench"
 
 def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None,
            metavar: str | None = None, action: str | None = None, none: str | None = None,
-           cli: bool = True, default_factory: Any = dataclasses.MISSING) -> Any:
+           choices: tuple[str, ...] | None = None, cli: bool = True,
+           default_factory: Any = dataclasses.MISSING) -> Any:
     """A :class:`RunConfig` field together with its ``kdbench run`` option (lm-eval style).
 
     ``help`` says what the option does, never its default: :func:`kdbench.cli.option_help` appends the field's
     default (or ``none``, what ``None`` means), so each default is written once, here.
     ``flag`` (default ``--<name-with-dashes>``), ``metavar`` and ``action`` (``store_true`` /
     ``store_false`` switches, ``append`` for repeatable options) go to argparse; ``cli=False`` keeps a
-    field to the config file. Values are parsed by :data:`VALIDATORS` in :meth:`RunConfig.from_sources`.
+    field to the config file. ``choices``: the only values accepted (shown as the metavar, checked by
+    :func:`validate_option`). Values are parsed in :meth:`RunConfig.from_sources`, by
+    :data:`VALIDATORS`, the field's ``choices`` or its default's type, one line on a bad one.
     """
-    meta = {"help": help, "flag": flag, "metavar": metavar, "action": action, "none": none, "cli": cli}
+    meta = {"help": help, "flag": flag, "metavar": metavar, "action": action, "none": none,
+            "choices": choices, "cli": cli}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -442,7 +446,7 @@ class RunConfig:
     cache_dir: Path | None = option(None, help="downloads and tokenizers",
                                     none=f"$KDBENCH_CACHE_DIR, else {CACHE_HOME}")
     device: str = option("auto", help="auto (cuda if available), cpu or cuda[:N]")
-    precision: str = option("auto", help="auto (bf16 on cuda, fp32 on cpu), fp32 or bf16")
+    precision: str = option("auto", choices=PRECISIONS, help="auto: bf16 autocast on cuda, fp32 on cpu")
     fraction_all_domains: bool = option(
         False, action="store_true",
         help="apply the fraction to every domain, not only the target (cross-domain teachers)")
@@ -462,7 +466,8 @@ class RunConfig:
         2048.0, help="memory budget (MiB) for caching a teacher's hidden states and attention scores within "
         "a cell; 0 turns it off")
     #: see kdbench.ray_executor
-    executor: str = option("local", help="local (this process) or ray (teachers and cells as Ray tasks)")
+    executor: str = option("local", choices=EXECUTORS,
+                           help="local: in this process; ray: teachers and cells as Ray tasks")
     ray_address: str | None = option(None, help="Ray cluster to join: auto, or ray://HOST:PORT",
                                      none="start one here")
     ray_num_cpus: float = option(1.0, help="CPUs per Ray task")
@@ -472,8 +477,9 @@ class RunConfig:
         None, help="path every Ray node mounts: teachers go there, not through the object store")
     #: see kdbench.export_model
     save_students: str = option(
-        "none", help="keep trained students as Hugging Face folders with a model card in RESULTS/students/: "
-        "none, best (each method, task, domain and fraction: the seed with the best dev accuracy) or all")
+        "none", choices=SAVE_STUDENTS, help="keep trained students as Hugging Face folders with a model card "
+        "in RESULTS/students/: all, or best (each method, task, domain and fraction: the seed with the best "
+        "dev accuracy)")
     #: fed from the hooks (kdbench.tracking)
     log: tuple[str, ...] = option((), help="experiment trackers, comma-separated: tensorboard, mlflow "
                                   "(optional extras)")
@@ -490,8 +496,8 @@ class RunConfig:
     teacher_seeds: int | None = option(None, help="K: student seed s uses the teachers of seed s mod K",
                                        none="--seeds, one teacher per seed")
     teacher_domains: str = option(
-        "all", help="all, or others: cross-domain teachers (mix, mtl, meta, multiteacher's) train on every "
-        "domain but the target")
+        "all", choices=TEACHER_DOMAINS, help="others: cross-domain teachers (mix, mtl, meta, multiteacher's) "
+        "train on every domain but the target")
 
     @classmethod
     def from_sources(cls, cli: dict[str, Any], config_file: Path | None = None) -> RunConfig:
@@ -651,23 +657,19 @@ VALIDATORS: dict[str, Callable[[Any, str], Any]] = {
     "data_dir": _path,
     "cache_dir": _path,
     "device": _device,
-    "precision": _choice(PRECISIONS),
     "options": lambda v, k: _options(v, "options (--set)"),
     "teacher_cache_mb": lambda v, k: _number(v, k, float, minimum=0.0),
-    "executor": _choice(EXECUTORS),
     "ray_address": _text,
     "ray_num_cpus": lambda v, k: _number(v, k, float, minimum=0.0),
     "ray_num_gpus": lambda v, k: _number(v, k, float, minimum=0.0),
     "ray_max_retries": lambda v, k: _number(v, k, int, minimum=0.0),
     "ray_shared_dir": _path,
-    "save_students": _choice(SAVE_STUDENTS),
     "log": _trackers,
     "log_dir": _path,
     "mlflow_tracking_uri": _text,
     "variants": lambda v, k: parse_variants(v),
     "sweep": lambda v, k: parse_sweeps(v),
     "teacher_seeds": lambda v, k: parse_seeds(v, "--teacher-seeds"),
-    "teacher_domains": _choice(TEACHER_DOMAINS),
 }
 
 
@@ -680,6 +682,9 @@ def validate_option(key: str, value: Any, default: Any = None) -> Any:
     check = VALIDATORS.get(key)
     if check is not None:
         return check(value, key)
+    choices = _FIELDS[key].metadata.get("choices") if key in _FIELDS else None
+    if choices:
+        return _choice(choices)(value, key)
     if isinstance(default, bool):
         return _bool(value, key)
     if isinstance(default, int):
@@ -693,3 +698,6 @@ def validate_option(key: str, value: Any, default: Any = None) -> Any:
     if isinstance(default, tuple):
         return parse_list(value, key)
     return value
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}

@@ -316,6 +316,8 @@ def test_every_default_is_written_once_in_run_config(monkeypatch):
             continue
         assert "default" not in f.metadata["help"].lower(), f"{f.name}: the help restates a default"
         action, switch = actions[f.name], f.metadata["action"] in ("store_true", "store_false")
+        if f.metadata["choices"]:
+            assert action.metavar == "{" + ",".join(f.metadata["choices"]) + "}", f.name
         if switch:  # a switch flips the default: store_true for False, store_false (--no-X) for True
             assert f.default is (f.metadata["action"] == "store_false"), f.name
             assert "(default:" not in action.help

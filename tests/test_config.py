@@ -199,3 +199,20 @@ def test_profiles_do_not_restate_method_defaults():
             cfg, default = method_config(cls, method, opts), cls()
             same = [k for k in opts if getattr(cfg, k) == getattr(default, k)]
             assert not same, f"profile {name}: {method}.{same} restate the default of {cls.__name__}"
+
+
+def test_choices_are_written_once_in_the_field():
+    """A RunConfig field with ``choices`` is checked against them (no VALIDATORS entry restating
+    them) and its default is one of them (``kdbench run --help`` shows them: tests/test_cli.py)."""
+    import dataclasses
+
+    from kdbench.config import VALIDATORS, validate_option
+
+    with_choices = [f for f in dataclasses.fields(RunConfig) if f.metadata["choices"]]
+    assert {f.name for f in with_choices} >= {"precision", "executor", "save_students", "teacher_domains"}
+    for f in with_choices:
+        assert f.name not in VALIDATORS and f.default in f.metadata["choices"]
+        for ok in f.metadata["choices"]:
+            assert validate_option(f.name, ok, f.default) == ok
+        with pytest.raises(KDBenchError, match=f"is not one of {', '.join(f.metadata['choices'])}"):
+            validate_option(f.name, "nope", f.default)
