@@ -1,6 +1,8 @@
 """Typed configuration: profiles (models + training settings) and the run configuration.
 
 Precedence, in one place: **command line > config file (``--config run.yaml``) > defaults**.
+Each default is written once: ``kdbench run``'s options are generated from :class:`RunConfig`'s fields
+(:func:`option`: help, flag, choices), a method option's default lives in its ``Config`` dataclass.
 Profiles come from the packaged ``profiles.yaml``, overridable with ``--profiles FILE``.
 """
 
