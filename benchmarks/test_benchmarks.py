@@ -17,6 +17,7 @@ from kdbench import registry, runner
 from kdbench.api import TrainConfig
 from kdbench.config import RunConfig, resolve_profile
 from kdbench.data import batch_order, batches, collate, encode, load_tokenizer
+from kdbench.device import Runtime
 from kdbench.distill import pad_to
 from kdbench.losses import hinton_kd_loss
 from kdbench.modeling import load_model
@@ -56,7 +57,8 @@ def test_step_overhead(benchmark, data_dir, tmp_path):
     def kdbench_loop():
         student.load_state_dict(state)
         train(student, enc, lambda b: hinton_kd_loss(forward(student, b).logits, handle(b).logits, b["labels"], 0.5, 1.0),
-              cfg, batch_size=32, eval_batch_size=64, device=CPU, precision="fp32", seed=0, stage="bench")
+              cfg, batch_size=32, eval_batch_size=64, runtime=Runtime(CPU, "fp32", compile=False), seed=0,
+              stage="bench")
 
     def bare_loop():
         student.load_state_dict(state)

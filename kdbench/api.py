@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import torch
 
     from kdbench.config import Profile
+    from kdbench.device import Runtime
     from kdbench.modeling import KDModel, ModelOutput
     from kdbench.teachers import TeacherHandle
 
@@ -163,12 +164,41 @@ def _no_progress(**_: Any) -> None:
     return None
 
 
+def _run_default(name: str) -> Any:
+    """A context field whose default is the run's (``kdbench.config.RunConfig``), written once there."""
+    def default() -> Any:
+        from kdbench.config import RunConfig
+
+        return getattr(RunConfig, name)
+    return field(default_factory=default)
+
+
+class _RuntimeView:
+    """``ctx.device``, ``ctx.precision`` and ``ctx.compile``: read from ``ctx.runtime``
+    (:class:`kdbench.device.Runtime`), so plugins written against them keep working."""
+
+    runtime: Runtime
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def precision(self) -> str:
+        return self.runtime.precision
+
+    @property
+    def compile(self) -> bool:
+        return self.runtime.compile
+
+
 @dataclass
-class FitContext:
+class FitContext(_RuntimeView):
     """Everything a method may use to train one cell. Built by the runner.
 
     ``domains`` holds every domain of the task, with the cell's fraction already applied to the
     target domain's train split (and to the others when ``fraction_all_domains`` is set).
+    ``runtime`` says where models run (``ctx.device``, ``ctx.precision`` and ``ctx.compile`` read it).
     """
 
     task: Task
@@ -176,19 +206,16 @@ class FitContext:
     domains: Mapping[str, DomainData]
     seed: int
     profile: Profile
-    device: torch.device
-    precision: str
+    runtime: Runtime
     get_teacher: Callable[[TeacherRequest], TeacherHandle]
     build_student: Callable[[], KDModel]
     tokenize: Callable[..., Any]
     progress: ProgressFn = _no_progress
     workdir: Path | None = None
     #: share trained teachers across cells and cache their outputs (off only to measure the saving)
-    reuse: bool = True
-    #: torch.compile the models the shared loop trains (``--compile``)
-    compile: bool = False
+    reuse: bool = _run_default("reuse")
     #: memory budget for a teacher's cached hidden states and attention scores (``--teacher-cache-mb``)
-    teacher_cache_mb: float = 2048.0
+    teacher_cache_mb: float = _run_default("teacher_cache_mb")
     #: the domains the cell's cross-domain teachers may train on (``--teacher-domains``): all
     #: domains (None), or all but the target (``others``)
     teacher_pool: Sequence[str] | None = None
@@ -277,8 +304,8 @@ class Teacher(ABC, Generic[TC]):
 
 
 @dataclass
-class TeacherContext:
-    """Everything a :class:`Teacher` needs to train."""
+class TeacherContext(_RuntimeView):
+    """Everything a :class:`Teacher` needs to train (``ctx.device`` etc. read ``runtime``)."""
 
     task: Task
     target: str
@@ -286,12 +313,10 @@ class TeacherContext:
     domains: Mapping[str, DomainData]
     seed: int
     profile: Profile
-    device: torch.device
-    precision: str
+    runtime: Runtime
     tokenize: Callable[..., Any]
     vocab_size: int | None = None
     progress: ProgressFn = _no_progress
-    compile: bool = False
 
 
 #: a method's option dataclass (``Method.Config``)

@@ -33,52 +33,8 @@ def build_parser() -> Parser:
     r = sub.add_parser("run", help="run a grid of cells (method × task × domain × fraction × seed)",
                        description="Run every cell of the grid; finished cells are skipped, so rerunning "
                        "resumes. Command-line options override --config, which overrides the defaults.")
-    r.add_argument("--methods", help="comma-separated rows: methods, variants METHOD[KEY=VALUE,...], named "
-                   "variants of --config, or metakd-ablation (default: student,kd,teacher)")
-    r.add_argument("--tasks", help="comma-separated task names (default: amazon)")
-    r.add_argument("--domains", help="comma-separated domains (default: every domain of each task)")
-    r.add_argument("--fractions", help="fractions of the target train split in (0, 1] (default: 1.0)")
-    r.add_argument("--seeds", help="number of seeds N: runs seeds 0..N-1 (default: 1)")
-    r.add_argument("--profile", help="model profile: paper, cpu, tiny or one of --profiles (default: cpu)")
-    r.add_argument("--profiles", dest="profiles_file", help="YAML file of extra or replacement profiles")
-    r.add_argument("--teacher", help="override the profile's teacher (HF hub id or tiny:L4-H64-A4)")
-    r.add_argument("--student", help="override the profile's student")
-    r.add_argument("--results-dir", help="where cells and teachers go (default: results/latest)")
-    r.add_argument("--data-dir", help="local data root (default: $KDBENCH_DATA_DIR, else download)")
-    r.add_argument("--cache-dir", help="downloads and tokenizers (default: ~/.cache/kdbench)")
-    r.add_argument("--device", help="auto (cuda if available), cpu or cuda[:N] (default: auto)")
-    r.add_argument("--precision", help="auto (bf16 on cuda, fp32 on cpu), fp32 or bf16")
-    r.add_argument("--fraction-all-domains", action="store_true", default=None,
-                   help="apply the fraction to every domain, not only the target (cross-domain teachers)")
-    r.add_argument("--set", dest="options", action="append", metavar="METHOD.KEY=VALUE",
-                   help="method option, e.g. --set kd.alpha=0.7 (repeatable)")
-    r.add_argument("--sweep", action="append", metavar="METHOD.KEY=V1,V2,...",
-                   help="a variant row per value (repeatable: the product per method), e.g. --sweep kd.temperature=1,2,4")
-    r.add_argument("--teacher-seeds", help="K: student seed s uses the teachers of seed s mod K (default: --seeds)")
-    r.add_argument("--teacher-domains", help="all (default) or others: cross-domain teachers (mix, mtl, meta, "
-                   "multiteacher's) train on every domain but the target")
-    r.add_argument("--no-reuse", dest="reuse", action="store_false", default=None,
-                   help="retrain teachers in every cell and cache nothing (to measure what reuse saves)")
-    r.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile the models being trained (worth it on GPU for long runs)")
-    r.add_argument("--teacher-cache-mb", help="memory budget (MiB) for caching a teacher's hidden states "
-                   "and attention scores within a cell (default: 2048; 0 turns it off)")
-    r.add_argument("--executor", help="local (this process, default) or ray (teachers and cells as Ray tasks)")
-    r.add_argument("--ray-address", help="Ray cluster to join: auto, or ray://HOST:PORT (default: start one here)")
-    r.add_argument("--ray-num-cpus", help="CPUs per Ray task (default: 1)")
-    r.add_argument("--ray-num-gpus", help="GPUs per Ray task (default: 1 when the cluster has GPUs, else 0)")
-    r.add_argument("--ray-max-retries", help="retries of a Ray task whose worker died (default: 2)")
-    r.add_argument("--ray-shared-dir", help="path every Ray node mounts: teachers go there, not through "
-                   "the object store")
-    r.add_argument("--save-students", help="keep trained students as Hugging Face folders with a model card "
-                   "in RESULTS/students/: none (default), best (each group's best seed on dev) or all")
-    r.add_argument("--log", help="experiment trackers, comma-separated: tensorboard, mlflow (optional extras)")
-    r.add_argument("--log-dir", help="TensorBoard event files (default: RESULTS/tensorboard)")
-    r.add_argument("--mlflow-tracking-uri", help="MLflow tracking server or store (default: the file store "
-                   "RESULTS/mlruns)")
+    add_run_options(r)
     r.add_argument("--config", type=Path, help="YAML file of run options (keys as the long options)")
-    r.add_argument("--strict-plugins", action="store_true", default=None,
-                   help="fail if any plugin fails to load")
 
     t = sub.add_parser("table", help="significance-tested tables of a results directory",
                        description="Tables of a results directory: mean ± sd over seeds, tests against a "
@@ -131,6 +87,45 @@ def build_parser() -> Parser:
     rp.add_argument("--baseline", help="method the others are tested against (default: student, else the first)")
     rp.add_argument("--reference", type=Path, help="YAML or CSV of published numbers to show beside ours")
     return p
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """One option per :class:`~kdbench.config.RunConfig` field, from the field's metadata.
+
+    Every option defaults to ``None`` ("not given"), so that ``RunConfig.from_sources`` can merge
+    command line > config file > defaults; the help shows the field's own default.
+    """
+    import dataclasses
+
+    from kdbench.config import RunConfig
+
+    for f in dataclasses.fields(RunConfig):
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": option_help(f)}
+        if meta.get("action"):
+            kwargs["action"] = meta["action"]
+        if meta.get("metavar") or meta.get("choices"):
+            kwargs["metavar"] = meta["metavar"] or "{" + ",".join(meta["choices"]) + "}"
+        parser.add_argument(meta.get("flag") or "--" + f.name.replace("_", "-"), **kwargs)
+
+
+def option_help(f: Any) -> str:
+    """A RunConfig field's help text with its default appended (none for switches)."""
+    import dataclasses
+
+    text = str(f.metadata["help"])
+    default = f.default
+    if f.metadata.get("action") in ("store_true", "store_false") or default is dataclasses.MISSING:
+        shown = None
+    elif default is None:
+        shown = f.metadata.get("none")
+    elif isinstance(default, tuple):
+        shown = ",".join(str(v) for v in default) or None
+    else:
+        shown = str(default)
+    return (f"{text} (default: {shown})" if shown else text).replace("%", "%%")
 
 
 def main(argv: list[str] | None = None) -> int:

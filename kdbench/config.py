@@ -1,6 +1,8 @@
 """Typed configuration: profiles (models + training settings) and the run configuration.
 
 Precedence, in one place: **command line > config file (``--config run.yaml``) > defaults**.
+Each default is written once: ``kdbench run``'s options are generated from :class:`RunConfig`'s fields
+(:func:`option`: help, flag, choices), a method option's default lives in its ``Config`` dataclass.
 Profiles come from the packaged ``profiles.yaml``, overridable with ``--profiles FILE``.
 """
 
@@ -399,57 +401,105 @@ def method_config(cls: type[MethodConfig], method: str, *layers: dict[str, Any])
 
 
 # ---------------------------------------------------------------------------------- run config
+#: where downloads and tokenizers go without --cache-dir or $KDBENCH_CACHE_DIR
+CACHE_HOME = "~/.cache/kdbench"
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None,
+           metavar: str | None = None, action: str | None = None, none: str | None = None,
+           choices: tuple[str, ...] | None = None, cli: bool = True,
+           default_factory: Any = dataclasses.MISSING) -> Any:
+    """A :class:`RunConfig` field together with its ``kdbench run`` option (lm-eval style).
+
+    ``help`` says what the option does, never its default: :func:`kdbench.cli.option_help` appends the field's
+    default (or ``none``, what ``None`` means), so each default is written once, here.
+    ``flag`` (default ``--<name-with-dashes>``), ``metavar`` and ``action`` (``store_true`` /
+    ``store_false`` switches, ``append`` for repeatable options) go to argparse; ``cli=False`` keeps a
+    field to the config file. ``choices``: the only values accepted (shown as the metavar, checked by
+    :func:`validate_option`). Values are parsed in :meth:`RunConfig.from_sources`, by
+    :data:`VALIDATORS`, the field's ``choices`` or its default's type, one line on a bad one.
+    """
+    meta = {"help": help, "flag": flag, "metavar": metavar, "action": action, "none": none,
+            "choices": choices, "cli": cli}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything ``kdbench run`` needs. ``seeds`` is a count: seeds 0..seeds-1 run."""
+    """Everything ``kdbench run`` needs; every field is also an option of ``kdbench run`` (see
+    :func:`option`). ``seeds`` is a count: seeds 0..seeds-1 run."""
 
-    methods: tuple[str, ...] = ("student", "kd", "teacher")
-    tasks: tuple[str, ...] = ("amazon",)
-    domains: tuple[str, ...] | None = None  # None: every domain of each task
-    fractions: tuple[float, ...] = (1.0,)
-    seeds: int = 1
-    profile: str = "cpu"
-    profiles_file: Path | None = None
-    teacher: str | None = None
-    student: str | None = None
-    results_dir: Path = Path("results/latest")
-    data_dir: Path | None = None
-    cache_dir: Path | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    fraction_all_domains: bool = False
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    strict_plugins: bool = False
+    methods: tuple[str, ...] = option(
+        ("student", "kd", "teacher"),
+        help="comma-separated rows: methods, variants METHOD[KEY=VALUE,...], named variants of --config, "
+        "or metakd-ablation")
+    tasks: tuple[str, ...] = option(("amazon",), help="comma-separated task names")
+    domains: tuple[str, ...] | None = option(None, help="comma-separated domains", none="every domain of each task")
+    fractions: tuple[float, ...] = option((1.0,), help="fractions of the target train split in (0, 1]")
+    seeds: int = option(1, help="number of seeds N: runs seeds 0..N-1")
+    profile: str = option("cpu", help="model profile: paper, cpu, tiny or one of --profiles")
+    profiles_file: Path | None = option(None, flag="--profiles", help="YAML file of extra or replacement profiles")
+    teacher: str | None = option(None, help="override the profile's teacher (HF hub id or tiny:L4-H64-A4)")
+    student: str | None = option(None, help="override the profile's student")
+    results_dir: Path = option(Path("results/latest"), help="where cells and teachers go")
+    data_dir: Path | None = option(None, help="local data root", none="$KDBENCH_DATA_DIR, else download")
+    cache_dir: Path | None = option(None, help="downloads and tokenizers",
+                                    none=f"$KDBENCH_CACHE_DIR, else {CACHE_HOME}")
+    device: str = option("auto", help="auto (cuda if available), cpu or cuda[:N]")
+    precision: str = option("auto", choices=PRECISIONS, help="auto: bf16 autocast on cuda, fp32 on cpu")
+    fraction_all_domains: bool = option(
+        False, action="store_true",
+        help="apply the fraction to every domain, not only the target (cross-domain teachers)")
+    options: dict[str, dict[str, Any]] = option(
+        default_factory=dict, flag="--set", action="append", metavar="METHOD.KEY=VALUE",
+        help="method option, e.g. --set kd.alpha=0.7 (repeatable)")
+    strict_plugins: bool = option(False, action="store_true", help="fail if any plugin fails to load")
     #: share trained teachers across cells and cache teacher logits; off only to measure the saving
-    reuse: bool = True
-    #: torch.compile the models being trained (no change to results, so not part of the cell hash)
-    compile: bool = False
+    reuse: bool = option(True, flag="--no-reuse", action="store_false",
+                         help="retrain teachers in every cell and cache nothing (to measure what reuse saves)")
+    #: no change to results, so not part of the cell hash
+    compile: bool = option(False, action="store_true",
+                           help="torch.compile the models being trained (worth it on GPU for long runs)")
     #: a teacher's hidden states and attention scores on a cell's train set are kept in memory when
     #: their estimated size fits this budget (MiB), else recomputed in every step
-    teacher_cache_mb: float = 2048.0
-    #: ``local`` (this process) or ``ray`` (teachers and cells as Ray tasks; see kdbench.ray_executor)
-    executor: str = "local"
-    ray_address: str | None = None  # None: start a local Ray instance; "auto": join the running cluster
-    ray_num_cpus: float = 1.0  # CPUs each Ray task asks for
-    ray_num_gpus: float | None = None  # GPUs each Ray task asks for; None: 1 when the cluster has GPUs
-    ray_max_retries: int = 2  # retries of a Ray task whose worker died
-    ray_shared_dir: Path | None = None  # teachers on this shared path instead of Ray's object store
-    #: keep trained students as Hugging Face model directories under <results-dir>/students/:
-    #: ``none``, ``best`` (per method, task, domain and fraction, the seed with the best dev accuracy)
-    #: or ``all`` (see kdbench.export_model)
-    save_students: str = "none"
-    #: experiment trackers fed from the hooks (kdbench.tracking): tensorboard, mlflow
-    log: tuple[str, ...] = ()
-    log_dir: Path | None = None  # TensorBoard event files; None: <results-dir>/tensorboard
-    mlflow_tracking_uri: str | None = None  # None: MLflow's file store in <results-dir>/mlruns
-    #: named variants usable in ``methods``: ``{name: {"method": m, option: value, ...}}``
-    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: ``(method, option, values)``: the product per method expands into variant rows
-    sweep: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
-    #: K: student seed s uses the teachers of seed s mod K (None: K = seeds, one teacher per seed)
-    teacher_seeds: int | None = None
-    #: ``all``: cross-domain teachers see every domain; ``others``: every domain but the target
-    teacher_domains: str = "all"
+    teacher_cache_mb: float = option(
+        2048.0, help="memory budget (MiB) for caching a teacher's hidden states and attention scores within "
+        "a cell; 0 turns it off")
+    #: see kdbench.ray_executor
+    executor: str = option("local", choices=EXECUTORS,
+                           help="local: in this process; ray: teachers and cells as Ray tasks")
+    ray_address: str | None = option(None, help="Ray cluster to join: auto, or ray://HOST:PORT",
+                                     none="start one here")
+    ray_num_cpus: float = option(1.0, help="CPUs per Ray task")
+    ray_num_gpus: float | None = option(None, help="GPUs per Ray task", none="1 when the cluster has GPUs, else 0")
+    ray_max_retries: int = option(2, help="retries of a Ray task whose worker died")
+    ray_shared_dir: Path | None = option(
+        None, help="path every Ray node mounts: teachers go there, not through the object store")
+    #: see kdbench.export_model
+    save_students: str = option(
+        "none", choices=SAVE_STUDENTS, help="keep trained students as Hugging Face folders with a model card "
+        "in RESULTS/students/: all, or best (each method, task, domain and fraction: the seed with the best "
+        "dev accuracy)")
+    #: fed from the hooks (kdbench.tracking)
+    log: tuple[str, ...] = option((), help="experiment trackers, comma-separated: tensorboard, mlflow "
+                                  "(optional extras)")
+    log_dir: Path | None = option(None, help="TensorBoard event files", none="RESULTS/tensorboard")
+    mlflow_tracking_uri: str | None = option(None, help="MLflow tracking server or store",
+                                             none="the file store RESULTS/mlruns")
+    variants: dict[str, dict[str, Any]] = option(
+        default_factory=dict, cli=False,
+        help="named variants usable in methods: {name: {method: m, option: value, ...}}")
+    #: ``(method, option, values)``
+    sweep: tuple[tuple[str, str, tuple[str, ...]], ...] = option(
+        (), action="append", metavar="METHOD.KEY=V1,V2,...",
+        help="a variant row per value (repeatable: the product per method), e.g. --sweep kd.temperature=1,2,4")
+    teacher_seeds: int | None = option(None, help="K: student seed s uses the teachers of seed s mod K",
+                                       none="--seeds, one teacher per seed")
+    teacher_domains: str = option(
+        "all", choices=TEACHER_DOMAINS, help="others: cross-domain teachers (mix, mtl, meta, multiteacher's) "
+        "train on every domain but the target")
 
     @classmethod
     def from_sources(cls, cli: dict[str, Any], config_file: Path | None = None) -> RunConfig:
@@ -498,15 +548,16 @@ class RunConfig:
             merged["data_dir"] = os.environ["KDBENCH_DATA_DIR"]
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         out = {key: validate_option(key, val, defaults[key]) for key, val in merged.items()}
+        given = {**defaults, **out}
         ray_options = sorted(k for k in out if k.startswith("ray_") and out[k] is not None)
-        if ray_options and out.get("executor", "local") != "ray":
+        if ray_options and given["executor"] != "ray":
             flag = _flag(ray_options[0])
             raise KDBenchError(f"{flag} only applies with --executor ray; add --executor ray or drop {flag}")
-        if out.get("save_students", "none") != "none" and out.get("executor") == "ray":
+        if given["save_students"] != "none" and given["executor"] == "ray":
             raise KDBenchError("--save-students works with --executor local only (under ray the students "
                                "stay on the workers); run the cells to keep locally")
         for key, tracker in (("log_dir", "tensorboard"), ("mlflow_tracking_uri", "mlflow")):
-            if out.get(key) is not None and tracker not in out.get("log", ()):
+            if out.get(key) is not None and tracker not in given["log"]:
                 flag = "--" + key.replace("_", "-")
                 raise KDBenchError(f"{flag} only applies with --log {tracker}; add it to --log or drop {flag}")
         return cls(**out)
@@ -514,7 +565,7 @@ class RunConfig:
     def cache_path(self) -> Path:
         if self.cache_dir is not None:
             return self.cache_dir
-        return Path(os.environ.get("KDBENCH_CACHE_DIR", Path.home() / ".cache" / "kdbench"))
+        return Path(os.environ.get("KDBENCH_CACHE_DIR", Path(CACHE_HOME).expanduser()))
 
 
 # ------------------------------------------------------------------------------- validators
@@ -608,23 +659,19 @@ VALIDATORS: dict[str, Callable[[Any, str], Any]] = {
     "data_dir": _path,
     "cache_dir": _path,
     "device": _device,
-    "precision": _choice(PRECISIONS),
     "options": lambda v, k: _options(v, "options (--set)"),
     "teacher_cache_mb": lambda v, k: _number(v, k, float, minimum=0.0),
-    "executor": _choice(EXECUTORS),
     "ray_address": _text,
     "ray_num_cpus": lambda v, k: _number(v, k, float, minimum=0.0),
     "ray_num_gpus": lambda v, k: _number(v, k, float, minimum=0.0),
     "ray_max_retries": lambda v, k: _number(v, k, int, minimum=0.0),
     "ray_shared_dir": _path,
-    "save_students": _choice(SAVE_STUDENTS),
     "log": _trackers,
     "log_dir": _path,
     "mlflow_tracking_uri": _text,
     "variants": lambda v, k: parse_variants(v),
     "sweep": lambda v, k: parse_sweeps(v),
     "teacher_seeds": lambda v, k: parse_seeds(v, "--teacher-seeds"),
-    "teacher_domains": _choice(TEACHER_DOMAINS),
 }
 
 
@@ -637,6 +684,9 @@ def validate_option(key: str, value: Any, default: Any = None) -> Any:
     check = VALIDATORS.get(key)
     if check is not None:
         return check(value, key)
+    choices = _FIELDS[key].metadata.get("choices") if key in _FIELDS else None
+    if choices:
+        return _choice(choices)(value, key)
     if isinstance(default, bool):
         return _bool(value, key)
     if isinstance(default, int):
@@ -650,3 +700,6 @@ def validate_option(key: str, value: Any, default: Any = None) -> Any:
     if isinstance(default, tuple):
         return parse_list(value, key)
     return value
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import os
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -55,6 +56,26 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     return precision
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how models run, resolved once per run: the one object that the runner, the teacher
+    store, the contexts and the training loop pass on, instead of device, precision and compile each.
+
+    ``precision`` is resolved (``fp32`` or ``bf16``) and part of every cell's and teacher's hash;
+    ``compile`` (``--compile``) does not change results.
+    """
+
+    device: torch.device
+    precision: str
+    compile: bool
+
+    @classmethod
+    def resolve(cls, device: str, precision: str, compile: bool) -> Runtime:
+        """From ``--device``, ``--precision`` and ``--compile`` (a device torch cannot use: exit 2)."""
+        dev = resolve_device(device)
+        return cls(dev, resolve_precision(precision, dev), compile)
 
 
 #: bf16 must beat fp32 GEMM by this factor before the start-up probe suggests it (noise margin)

@@ -8,6 +8,7 @@
   are this, and ``metakd`` reuses the stage helpers. The objective and its options are documented
   in the ``tinybert`` plugin (``methods/tinybert.py``).
 * :func:`pooled`: the examples of every training domain of a teacher (the mix and meta teachers).
+* :class:`KDConfig`: the options of Hinton KD, shared by ``kd`` and ``multiteacher`` (written once).
 
 Plugins import these from here (the core), never from another plugin.
 """
@@ -257,3 +258,17 @@ def pooled(ctx: TeacherContext, split: str) -> tuple[Example, ...]:
     """The ``split`` examples of every training domain, domain after domain."""
     return tuple(ex for d in ctx.train_domains for ex in getattr(ctx.domains[d], split))
 
+
+@dataclass(frozen=True)
+class KDConfig(MethodConfig):
+    """Options of vanilla KD (:func:`kdbench.losses.hinton_kd_loss`): ``kd``'s, and ``multiteacher``'s
+    (which adds its own), so that the two rows differ only in their teachers."""
+
+    alpha: float = 0.5  # weight of the soft-target term
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha={self.alpha} must lie in [0, 1]")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature} must be positive")

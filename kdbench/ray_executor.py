@@ -111,7 +111,7 @@ def _worker_runner(config: RunConfig, plugins: list[Any]) -> Runner:
                     registry.load(plugins, strict=config.strict_plugins))
     if config.ray_shared_dir is not None:
         runner.teachers.root = config.ray_shared_dir / "teachers"
-    dev.setup(runner.device)
+    dev.setup(runner.runtime.device)
     if _worker is not None:  # a worker serves one run at a time: drop an earlier run's scratch
         shutil.rmtree(_worker[1].config.results_dir, ignore_errors=True)
     _worker = (key, runner)

@@ -123,12 +123,12 @@ class Runner:
         for name in config.options:
             if name not in {r.method for r in self.rows.values()}:
                 raise KDBenchError(f"--set {name}.…: method {name!r} is not in --methods")
-        self.device = dev.resolve_device(config.device)
-        self.precision = dev.resolve_precision(config.precision, self.device)
+        #: device, resolved precision and --compile, for every model of the run
+        self.runtime = dev.Runtime.resolve(config.device, config.precision, config.compile)
         self.tasks: dict[str, TaskState] = {}
         #: trained teachers (``teachers.root``: a Ray worker points it at its scratch or a shared path)
-        self.teachers = TeacherStore(config.results_dir / "teachers", registry, self.profile, device=self.device,
-                                     precision=self.precision, compile=config.compile, reuse=config.reuse,
+        self.teachers = TeacherStore(config.results_dir / "teachers", registry, self.profile,
+                                     runtime=self.runtime, reuse=config.reuse,
                                      teacher_domains=config.teacher_domains, progress=self.progress,
                                      message=lambda text: self.hook.kdbench_message(text=text))
         self.summary = RunSummary()
@@ -153,7 +153,7 @@ class Runner:
                **({"data_revision": task_cls.revision} if task_cls.revision else {}),
                # other methods' options are not this cell's business: only its own (above) count
                "profile": {k: v for k, v in self.profile.to_dict().items() if k != "methods"},
-               "precision": self.precision, "fraction_all_domains": self.config.fraction_all_domains,
+               "precision": self.runtime.precision, "fraction_all_domains": self.config.fraction_all_domains,
                "schema": res.SCHEMA_VERSION}
         row = self.rows[cell.method]
         if row.is_variant:
@@ -296,9 +296,9 @@ class Runner:
             "config": json.loads(json.dumps(dataclasses.asdict(self.config), default=str)),
             "profile": self.profile.to_dict(), "cells": [self.cell_key(c) for c in self.cells],
             "rows": list(self.rows),
-            "versions": res.versions(), "device": str(self.device)})
-        dev.setup(self.device)
-        probe = dev.precision_probe(self.config.precision, self.device) if todo else None
+            "versions": res.versions(), "device": str(self.runtime.device)})
+        dev.setup(self.runtime.device)
+        probe = dev.precision_probe(self.config.precision, self.runtime.device) if todo else None
         if probe and "hint" in probe:
             self.hook.kdbench_message(text=f"precision: {probe['hint']}")
         self.hook.kdbench_grid_start(cells=self.cells, todo=len(todo))
@@ -376,11 +376,11 @@ class Runner:
                 "teacher_seed": self.teacher_seed(cell),
                 # None: the setting does not matter to this cell (its teachers are single-domain)
                 "teacher_domains": self.config.teacher_domains if self.cross_domain_teachers(cell) else None,
-                "fraction": cell.fraction, "seed": cell.seed, "device": str(self.device),
-                "precision": self.precision, "compile": self.config.compile,
+                "fraction": cell.fraction, "seed": cell.seed, "device": str(self.runtime.device),
+                "precision": self.runtime.precision, "compile": self.runtime.compile,
                 "teacher_cache_mb": self.config.teacher_cache_mb, "versions": res.versions(),
                 # --precision auto on CPU: the measured fp32/bf16 GEMM rates behind the choice
-                "precision_probe": dev.precision_probe(self.config.precision, self.device),
+                "precision_probe": dev.precision_probe(self.config.precision, self.runtime.device),
                 "data_revision": self.registry.tasks.get(cell.task).revision,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
@@ -455,12 +455,11 @@ class Runner:
             return state.tokenize(tuple(examples), self.profile.max_len)
 
         ctx = FitContext(task=state.task, target=cell.domain, domains=domains, seed=cell.seed,
-                         profile=self.profile, device=self.device, precision=self.precision,
+                         profile=self.profile, runtime=self.runtime,
                          get_teacher=get_handle, build_student=lambda: self.build_student(state, cell.seed),
                          tokenize=tokenize, progress=self.progress,
                          workdir=self.config.results_dir, reuse=self.config.reuse,
-                         compile=self.config.compile, teacher_cache_mb=self.config.teacher_cache_mb,
-                         teacher_pool=self.teacher_pool(cell))
+                         teacher_cache_mb=self.config.teacher_cache_mb, teacher_pool=self.teacher_pool(cell))
         with self.teachers.cell() as usage:
             dev.seed_everything(cell.seed)
             t0 = time.perf_counter()
@@ -480,10 +479,10 @@ class Runner:
         test = tokenize(domains[cell.domain].test)
         dev_enc = tokenize(domains[cell.domain].dev)
         t1 = time.perf_counter()
-        test_logits = predict(fit.model, test, fit.head, self.device, self.precision,
+        test_logits = predict(fit.model, test, fit.head, self.runtime.device, self.runtime.precision,
                               self.profile.eval_batch_size)
         infer_seconds = time.perf_counter() - t1
-        dev_acc = accuracy(predict(fit.model, dev_enc, fit.head, self.device, self.precision,
+        dev_acc = accuracy(predict(fit.model, dev_enc, fit.head, self.runtime.device, self.runtime.precision,
                                    self.profile.eval_batch_size), dev_enc.labels)
         preds = test_logits.argmax(-1).tolist()
         if self.config.save_students != "none" and not self.teachers.holds(fit.model):  # a teacher row is no student
@@ -495,8 +494,8 @@ class Runner:
             handle = self.teachers.handle(first["key"])
             if handle is not None and handle.model is not fit.model:
                 t2 = time.perf_counter()
-                predict(handle.model, test, first.get("head", handle.head), self.device, self.precision,
-                        self.profile.eval_batch_size)
+                predict(handle.model, test, first.get("head", handle.head), self.runtime.device,
+                        self.runtime.precision, self.profile.eval_batch_size)
                 teacher_infer = time.perf_counter() - t2
         return {
             "metrics": {"test_accuracy": accuracy(test_logits, test.labels), "dev_accuracy": dev_acc},
@@ -520,7 +519,7 @@ class Runner:
         # The classifier head's init must not depend on what ran before in this process.
         dev.seed_everything(seed)
         return load_model(self.profile.student, state.task.num_labels, profile=self.profile, role="student",
-                          vocab_size=len(state.tokenizer)).to(self.device)
+                          vocab_size=len(state.tokenizer)).to(self.runtime.device)
 
 
 def run(config: RunConfig, registry: Registry, command: str | None = None) -> RunSummary:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from kdbench.api import DomainData, FitContext, Method, ProgressFn, Task, Teacher
     from kdbench.config import Profile
     from kdbench.data import Encoded
+    from kdbench.device import Runtime
     from kdbench.modeling import KDModel
     from kdbench.registry import Registry
 
@@ -118,13 +119,13 @@ class TeacherStore:
     """Trained teachers under ``root/<key>/`` (``model.safetensors`` + ``meta.json`` with its sha256)
     and the last :data:`LRU_SIZE` loaded ones in memory."""
 
-    def __init__(self, root: Path, registry: Registry, profile: Profile, *, device: torch.device,
-                 precision: str, compile: bool = False, reuse: bool = True, teacher_domains: str = "all",
-                 progress: ProgressFn, message: Callable[[str], None] | None = None) -> None:
+    def __init__(self, root: Path, registry: Registry, profile: Profile, *, runtime: Runtime, reuse: bool,
+                 teacher_domains: str, progress: ProgressFn,
+                 message: Callable[[str], None] | None = None) -> None:
         #: where trained teachers live; a Ray worker points it at its own scratch or a shared path
         self.root = root
-        self.registry, self.profile, self.device, self.precision = registry, profile, device, precision
-        self.compile, self.reuse, self.teacher_domains = compile, reuse, teacher_domains
+        self.registry, self.profile, self.runtime = registry, profile, runtime
+        self.reuse, self.teacher_domains = reuse, teacher_domains
         self.progress = progress
         self.message = message or (lambda text: None)
         self.loaded: OrderedDict[str, TeacherHandle] = OrderedDict()
@@ -145,15 +146,14 @@ class TeacherStore:
         options = kind.key_options()
         train_domains = kind.train_domains(domain, list(domains) if pool is None else pool)
         ctx = TeacherContext(task=task, target=domain, train_domains=train_domains, domains=domains, seed=seed,
-                             profile=self.profile, device=self.device, precision=self.precision,
-                             tokenize=tokenize, vocab_size=vocab_size,
-                             progress=self.progress, compile=self.compile)
+                             profile=self.profile, runtime=self.runtime, tokenize=tokenize,
+                             vocab_size=vocab_size, progress=self.progress)
         p = self.profile
         held_out = ({"teacher_domains": "others", "target": domain}
                     if self.teacher_domains == "others" and domain not in train_domains else {})
         key = res.config_hash({**held_out, **({"options": options} if options else {}),
             "kind": kind_name, "version": kind.version, "model": p.teacher, "train": dataclasses.asdict(p.teacher_train),
-            "max_len": p.max_len, "batch_size": p.batch_size, "precision": self.precision, "seed": seed,
+            "max_len": p.max_len, "batch_size": p.batch_size, "precision": self.runtime.precision, "seed": seed,
             "task": task.name, "task_version": task.version,
             "data": {d: domains[d].split_hash() + res.config_hash([e.id for e in domains[d].train])
                      for d in train_domains}})
@@ -242,7 +242,7 @@ class TeacherStore:
         except Exception as exc:  # noqa: BLE001 - a corrupt checkpoint is retrained, not fatal
             self.message(f"teacher {folder.name}: unreadable checkpoint ({type(exc).__name__}); retraining")
             return None
-        return TeacherHandle(model.to(self.device))
+        return TeacherHandle(model.to(self.runtime.device))
 
     def _train(self, spec: TeacherSpec, folder: Path) -> tuple[TeacherHandle, dict[str, Any], float]:
         from safetensors.torch import save
@@ -266,7 +266,7 @@ class TeacherStore:
                 "dev_accuracy": fit.info.get("best_dev"),
                 "profile": self.profile.name, "model": self.profile.teacher, "versions": res.versions()}
         res.atomic_write_json(folder / "meta.json", meta)
-        return TeacherHandle(model.to(self.device)), meta, seconds
+        return TeacherHandle(model.to(self.runtime.device)), meta, seconds
 
 
 # ---------------------------------------------------------------------------------- handles, caches
@@ -312,10 +312,10 @@ class CachedTeacher(TeacherHandle):
     runs the teacher. Served values equal recomputed ones up to float noise (tested to 1e-5).
     """
 
-    def __init__(self, handle: TeacherHandle, enc: Encoded, *, device: torch.device, precision: str,
-                 batch_size: int, budget_mb: float) -> None:
+    def __init__(self, handle: TeacherHandle, enc: Encoded, *, runtime: Runtime, batch_size: int,
+                 budget_mb: float) -> None:
         super().__init__(handle.model, handle.head, handle.key)
-        self.enc, self.device, self.precision, self.batch_size = enc, device, precision, batch_size
+        self.enc, self.runtime, self.batch_size = enc, runtime, batch_size
         self.bytes = layer_outputs_bytes(handle.model, enc)
         self.enabled = self.bytes <= budget_mb * 2**20
         self._rows: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]] | None = None
@@ -332,11 +332,12 @@ class CachedTeacher(TeacherHandle):
         scores = torch.stack([torch.nn.functional.pad(r[3], (0, width - r[3].shape[-1], 0, width - r[3].shape[-2]))
                               for r in picked])
         pooled = [r[1] for r in picked]
+        device = self.runtime.device
         return ModelOutput(
-            logits=torch.stack([r[0] for r in picked]).to(self.device),
-            pooled=None if pooled[0] is None else torch.stack(pooled).to(self.device),
-            hidden_states=tuple(hidden.to(self.device).unbind(1)),
-            attention_scores=list(scores.to(self.device).unbind(1)))
+            logits=torch.stack([r[0] for r in picked]).to(device),
+            pooled=None if pooled[0] is None else torch.stack(pooled).to(device),
+            hidden_states=tuple(hidden.to(device).unbind(1)),
+            attention_scores=list(scores.to(device).unbind(1)))
 
     @torch.no_grad()
     def _fill(self) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]]:
@@ -344,8 +345,8 @@ class CachedTeacher(TeacherHandle):
             return self._rows
         rows: list[Any] = [None] * len(self.enc)
         for batch in batches(self.enc, self.batch_size):
-            b = dev.to_device(batch, self.device)
-            with dev.autocast(self.device, self.precision):
+            b = dev.to_device(batch, self.runtime.device)
+            with dev.autocast(self.runtime.device, self.runtime.precision):
                 out = super().__call__(b, output_hidden=True)
             assert out.hidden_states is not None and out.attention_scores is not None
             lengths = batch["attention_mask"].sum(1).tolist()  # padding is on the right
@@ -361,8 +362,8 @@ def cached_teacher(ctx: FitContext, teacher: TeacherHandle, enc: Encoded) -> Tea
     """``teacher`` with its layer outputs on ``enc`` cached in memory when they fit the budget."""
     if not ctx.reuse:
         return teacher
-    return CachedTeacher(teacher, enc, device=ctx.device, precision=ctx.precision,
-                         batch_size=ctx.profile.eval_batch_size, budget_mb=ctx.teacher_cache_mb)
+    return CachedTeacher(teacher, enc, runtime=ctx.runtime, batch_size=ctx.profile.eval_batch_size,
+                         budget_mb=ctx.teacher_cache_mb)
 
 
 def teacher_logits(ctx: FitContext, teacher: TeacherHandle, enc: Encoded) -> torch.Tensor:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
     from kdbench.api import FitContext, Method, ProgressFn, TeacherContext
+    from kdbench.device import Runtime
     from kdbench.modeling import KDModel
 
 LOG_EVERY = 10  # steps between host syncs (loss.item()); each sync stalls a GPU pipeline
@@ -62,12 +63,13 @@ def accuracy(logits: torch.Tensor, labels: Iterable[int]) -> float:
 
 
 def train(model: KDModel, train_data: Encoded, loss_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
-          cfg: TrainConfig, *, batch_size: int, eval_batch_size: int, device: torch.device,
-          precision: str, seed: int, dev_data: Encoded | None = None, head: str = "main",
+          cfg: TrainConfig, *, runtime: Runtime, batch_size: int, eval_batch_size: int, seed: int,
+          dev_data: Encoded | None = None, head: str = "main",
           params: Iterable[torch.nn.Parameter] | None = None, progress: ProgressFn | None = None,
-          stage: str = "train", score_fn: Callable[[KDModel], float] | None = None,
-          compile: bool = False) -> FitResult:
+          stage: str = "train", score_fn: Callable[[KDModel], float] | None = None) -> FitResult:
     """Train ``model`` by minimising ``loss_fn``; return it with its best dev checkpoint loaded.
+
+    ``runtime``: the device, the precision (autocast) and whether to ``torch.compile`` the model.
 
     ``params`` (default: all of the model's) lets a loss own extra trainable modules, such as the
     projection that maps student hidden states to the teacher's width.
@@ -82,8 +84,9 @@ def train(model: KDModel, train_data: Encoded, loss_fn: Callable[[dict[str, torc
     Schedule (``cfg.schedule``): Hugging Face's ``get_linear_schedule_with_warmup`` (lr ``s/warmup·lr``
     at step s during warmup, then linear decay to 0 at the last step), or ``get_constant_schedule``.
     """
+    device, precision = runtime.device, runtime.precision
     model.to(device).train()
-    if compile:
+    if runtime.compile:
         dev.compile_model(model)
     # Order of batches is drawn from its own RNG so that data order is identical across methods.
     rng = random.Random(f"kdbench-batches/{seed}/{stage}")
@@ -219,10 +222,9 @@ def train_student(ctx: FitContext, student: KDModel, loss_fn: Callable[[dict[str
     """
     p = ctx.profile
     return train(student, train_data if train_data is not None else ctx.tokenize(ctx.data.train), loss_fn,
-                 cfg, batch_size=p.batch_size, eval_batch_size=p.eval_batch_size, device=ctx.device,
-                 precision=ctx.precision, seed=ctx.seed,
-                 dev_data=ctx.tokenize(ctx.data.dev) if select_on_dev else None,
-                 params=params, progress=ctx.progress, stage=stage, compile=ctx.compile, **kw)
+                 cfg, runtime=ctx.runtime, batch_size=p.batch_size, eval_batch_size=p.eval_batch_size,
+                 seed=ctx.seed, dev_data=ctx.tokenize(ctx.data.dev) if select_on_dev else None,
+                 params=params, progress=ctx.progress, stage=stage, **kw)
 
 
 def cross_entropy(batch: Mapping[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
@@ -235,7 +237,6 @@ def train_teacher(ctx: TeacherContext, model: KDModel,
                   score_fn: Callable[[KDModel], float] | None = None) -> FitResult:
     """:func:`train` with the profile's teacher settings (``score_fn``: see :func:`train`)."""
     p = ctx.profile
-    return train(model, train_data, loss_fn, p.teacher_train, batch_size=p.batch_size,
-                 eval_batch_size=p.eval_batch_size, device=ctx.device, precision=ctx.precision,
-                 seed=ctx.seed, dev_data=dev_data, head=head, progress=ctx.progress, stage=stage,
-                 score_fn=score_fn, compile=ctx.compile)
+    return train(model, train_data, loss_fn, p.teacher_train, runtime=ctx.runtime, batch_size=p.batch_size,
+                 eval_batch_size=p.eval_batch_size, seed=ctx.seed, dev_data=dev_data, head=head,
+                 progress=ctx.progress, stage=stage, score_fn=score_fn)

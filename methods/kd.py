@@ -6,11 +6,11 @@ single-domain teacher. The T² factor keeps the soft-target gradients on the sca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kdbench import hookimpl
-from kdbench.api import Method, MethodConfig
+from kdbench.api import Method
+from kdbench.distill import KDConfig  # alpha, temperature (shared with multiteacher)
 from kdbench.losses import hinton_kd_loss
 
 if TYPE_CHECKING:
@@ -19,18 +19,6 @@ if TYPE_CHECKING:
     import torch
 
     from kdbench.modeling import ModelOutput
-
-
-@dataclass(frozen=True)
-class KDConfig(MethodConfig):
-    alpha: float = 0.5  # weight of the soft-target term
-    temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha={self.alpha} must lie in [0, 1]")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature={self.temperature} must be positive")
 
 
 class KD(Method[KDConfig]):

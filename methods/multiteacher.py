@@ -26,8 +26,8 @@ Every profile sets ``average`` explicitly; see the README's
 `Fidelity to the official code <../README.md#fidelity-to-the-official-code>`_.
 
 :func:`ensemble_logits` returns, for either mode, logits ``z̄`` with ``softmax(z̄ / T) = p̄``, so the
-loss is computed by the same tested :func:`kdbench.losses.hinton_kd_loss` as ``kd``. Defaults α = 0.5,
-T = 1 match ``kd`` so that the two rows differ only in their teachers.
+loss is computed by the same tested :func:`kdbench.losses.hinton_kd_loss` as ``kd``, with ``kd``'s
+options and defaults (:class:`kdbench.distill.KDConfig`), so that the two rows differ only in their teachers.
 
 Which teachers
 --------------
@@ -56,7 +56,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from kdbench import hookimpl
-from kdbench.api import FitContext, FitResult, Method, MethodConfig, TeacherRequest
+from kdbench.api import FitContext, FitResult, Method, TeacherRequest
+from kdbench.distill import KDConfig
 from kdbench.losses import hinton_kd_loss
 from kdbench.trainer import forward, predict, train_student
 
@@ -67,16 +68,13 @@ AVERAGES = ("logits", "probs")
 
 
 @dataclass(frozen=True)
-class MultiTeacherConfig(MethodConfig):
-    alpha: float = 0.5  # weight of the soft-target term
-    temperature: float = 1.0
+class MultiTeacherConfig(KDConfig):
+    """``kd``'s alpha and temperature, and how the teachers are averaged."""
+
     average: str = "logits"  # "logits" (TextBrewer) or "probs" (mean of the soft targets)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha={self.alpha} must lie in [0, 1]")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature={self.temperature} must be positive")
+        super().__post_init__()
         if self.average not in AVERAGES:
             raise ValueError(f"average={self.average!r}: expected one of {', '.join(AVERAGES)}")
 

@@ -268,3 +268,81 @@ def test_readme_task_plugin_installs_and_runs(tmp_path):
     (data / "csvsent" / "kitchen" / "dev.csv").write_text("id,text,label\n1,fine,maybe\n")
     bad = kdbench(*run, "--data-dir", str(data))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "dev.csv:2: expected columns" in bad.stderr
+
+
+# ------------------------------------------------------------ one source of defaults (#14 §5)
+#: every `kdbench run` option that existed before the parser was generated from RunConfig
+RUN_FLAGS = ("--methods", "--tasks", "--domains", "--fractions", "--seeds", "--profile", "--profiles", "--teacher",
+             "--student", "--results-dir", "--data-dir", "--cache-dir", "--device", "--precision",
+             "--fraction-all-domains", "--set", "--sweep", "--teacher-seeds", "--teacher-domains", "--no-reuse",
+             "--compile", "--teacher-cache-mb", "--executor", "--ray-address", "--ray-num-cpus", "--ray-num-gpus",
+             "--ray-max-retries", "--ray-shared-dir", "--save-students", "--log", "--log-dir",
+             "--mlflow-tracking-uri", "--config", "--strict-plugins")
+
+
+def _run_actions():
+    import argparse
+
+    from kdbench.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a for a in sub.choices["run"]._actions if a.option_strings}
+
+
+def test_run_options_are_generated_from_run_config():
+    """One option per RunConfig field (but the config-file-only ``variants``), every flag kept."""
+    import dataclasses
+
+    from kdbench.config import RunConfig
+
+    actions = _run_actions()
+    cli_fields = {f.name for f in dataclasses.fields(RunConfig) if f.metadata["cli"]}
+    assert cli_fields == set(actions) - {"help", "config"}
+    assert {f.name for f in dataclasses.fields(RunConfig)} - cli_fields == {"variants"}
+    assert sorted(s for a in actions.values() for s in a.option_strings if s.startswith("--")) == \
+        sorted([*RUN_FLAGS, "--help"])
+
+
+def test_every_default_is_written_once_in_run_config(monkeypatch):
+    """The parser gives None ("not given") for every option, so the defaults come from RunConfig alone;
+    the help shows each field's own default, and no hand-written help text states one."""
+    import dataclasses
+
+    monkeypatch.delenv("KDBENCH_DATA_DIR", raising=False)  # the --data-dir fallback
+
+    from kdbench.cli import build_parser
+    from kdbench.config import RunConfig
+
+    args = build_parser().parse_args(["run"])
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    assert set(given.values()) == {None}
+    assert RunConfig.from_sources(given) == RunConfig()
+    actions = _run_actions()
+    for f in dataclasses.fields(RunConfig):
+        if not f.metadata["cli"]:
+            continue
+        assert "default" not in f.metadata["help"].lower(), f"{f.name}: the help restates a default"
+        action, switch = actions[f.name], f.metadata["action"] in ("store_true", "store_false")
+        if f.metadata["choices"]:
+            assert action.metavar == "{" + ",".join(f.metadata["choices"]) + "}", f.name
+        if switch:  # a switch flips the default: store_true for False, store_false (--no-X) for True
+            assert f.default is (f.metadata["action"] == "store_false"), f.name
+            assert "(default:" not in action.help
+        elif f.default is None:
+            assert (f"(default: {f.metadata['none']})" in action.help) == bool(f.metadata["none"]), f.name
+        elif f.default is not dataclasses.MISSING and f.default != ():
+            shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else str(f.default)
+            assert action.help.endswith(f"(default: {shown})"), (f.name, action.help)
+    assert "(default: 2048.0)" in actions["teacher_cache_mb"].help
+    assert str(RunConfig.teacher_cache_mb) == "2048.0"
+
+
+def test_switches_and_repeatable_options_parse_as_before():
+    from kdbench.cli import build_parser
+
+    args = build_parser().parse_args(["run", "--no-reuse", "--compile", "--set", "kd.alpha=0.7", "--set",
+                                      "kd.temperature=2", "--sweep", "kd.alpha=0.1,0.2", "--profiles", "p.yaml",
+                                      "--fraction-all-domains", "--strict-plugins"])
+    assert (args.reuse, args.compile, args.fraction_all_domains, args.strict_plugins) == (False, True, True, True)
+    assert args.options == ["kd.alpha=0.7", "kd.temperature=2"] and args.sweep == ["kd.alpha=0.1,0.2"]
+    assert args.profiles_file == "p.yaml"

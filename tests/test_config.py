@@ -184,3 +184,35 @@ def test_variant_sweep_and_teacher_options_parse(tmp_path: Path):
                 {"sweep": ["kd.temperature=1,1"]}, {"methods": "kd[alpha=0.5"}):
         with pytest.raises(KDBenchError):
             RunConfig.from_sources(bad)
+
+
+def test_profiles_do_not_restate_method_defaults():
+    """#14 §5: a method option's default is written once, in its Config dataclass; a built-in profile
+    lists only the options it changes (a value equal to the default would hide a later change of it)."""
+    from kdbench import registry
+    from kdbench.config import load_profiles
+
+    reg = registry.load()
+    for name, raw in load_profiles().items():
+        for method, opts in raw.get("methods", {}).items():
+            cls = reg.methods.get(method).Config
+            cfg, default = method_config(cls, method, opts), cls()
+            same = [k for k in opts if getattr(cfg, k) == getattr(default, k)]
+            assert not same, f"profile {name}: {method}.{same} restate the default of {cls.__name__}"
+
+
+def test_choices_are_written_once_in_the_field():
+    """A RunConfig field with ``choices`` is checked against them (no VALIDATORS entry restating
+    them) and its default is one of them (``kdbench run --help`` shows them: tests/test_cli.py)."""
+    import dataclasses
+
+    from kdbench.config import VALIDATORS, validate_option
+
+    with_choices = [f for f in dataclasses.fields(RunConfig) if f.metadata["choices"]]
+    assert {f.name for f in with_choices} >= {"precision", "executor", "save_students", "teacher_domains"}
+    for f in with_choices:
+        assert f.name not in VALIDATORS and f.default in f.metadata["choices"]
+        for ok in f.metadata["choices"]:
+            assert validate_option(f.name, ok, f.default) == ok
+        with pytest.raises(KDBenchError, match=f"is not one of {', '.join(f.metadata['choices'])}"):
+            validate_option(f.name, "nope", f.default)

@@ -83,3 +83,37 @@ def test_compile_model_in_place_keeps_outputs_and_state_dict_keys():
     device.compile_model(model, backend="eager")  # idempotent
     assert list(model.state_dict()) == keys  # checkpoints stay loadable into uncompiled models
     assert torch.allclose(model(input_ids=ids, attention_mask=mask).logits, before, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- one runtime object (#14 §5)
+def test_runtime_resolves_device_and_precision_once(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device.Runtime.resolve("auto", "auto", False) == device.Runtime(torch.device("cpu"), "fp32", False)
+    assert device.Runtime.resolve("cpu", "bf16", True) == device.Runtime(torch.device("cpu"), "bf16", True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert device.Runtime.resolve("auto", "auto", False).precision == "bf16"  # bf16 autocast on CUDA
+    from kdbench.api import KDBenchError
+
+    with pytest.raises(KDBenchError, match="cuda:3"):
+        device.Runtime.resolve("cuda:3", "auto", False)
+
+
+def test_contexts_read_device_precision_and_compile_from_the_runtime():
+    """Plugins written against ``ctx.device`` / ``ctx.precision`` keep working; the run's defaults of
+    ``reuse`` and ``teacher_cache_mb`` are RunConfig's, not restated."""
+    from kdbench.api import FitContext, TeacherContext
+    from kdbench.config import RunConfig
+
+    rt = device.Runtime(torch.device("cpu"), "bf16", True)
+    fit = FitContext(task=None, target="d", domains={}, seed=0, profile=None, runtime=rt,  # type: ignore[arg-type]
+                     get_teacher=None, build_student=None, tokenize=None)  # type: ignore[arg-type]
+    teach = TeacherContext(task=None, target="d", train_domains=("d",), domains={}, seed=0,  # type: ignore[arg-type]
+                           profile=None, runtime=rt, tokenize=None)  # type: ignore[arg-type]
+    for ctx in (fit, teach):
+        assert (ctx.device, ctx.precision, ctx.compile) == (torch.device("cpu"), "bf16", True)
+    assert (fit.reuse, fit.teacher_cache_mb) == (RunConfig().reuse, RunConfig().teacher_cache_mb)
+    import dataclasses
+
+    literal = {f.name: f.default for f in dataclasses.fields(FitContext)}
+    assert literal["reuse"] is literal["teacher_cache_mb"] is dataclasses.MISSING  # read from RunConfig

@@ -10,6 +10,7 @@ import torch
 from kdbench import device as dev
 from kdbench import limits
 from kdbench.config import resolve_profile
+from kdbench.device import Runtime
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")
@@ -130,7 +131,8 @@ def test_the_training_loop_feeds_the_step_timer():
                   token_type_ids=[[0, 0, 0]] * 10, labels=[i % 2 for i in range(10)])
     before = (limits.STEP_TIMER.steps, limits.STEP_TIMER.seconds)
     train(model, enc, lambda b: torch.nn.functional.cross_entropy(forward(model, b).logits, b["labels"]),
-          TrainConfig(epochs=2), batch_size=4, eval_batch_size=8, device=CPU, precision="fp32", seed=0)
+          TrainConfig(epochs=2), batch_size=4, eval_batch_size=8, runtime=Runtime(CPU, "fp32", compile=False),
+          seed=0)
     assert limits.STEP_TIMER.steps - before[0] == 2 * 3
     assert limits.STEP_TIMER.seconds > before[1]
 

@@ -18,6 +18,7 @@ from kdbench.api import (
 )
 from kdbench.config import resolve_profile
 from kdbench.data import Encoded
+from kdbench.device import Runtime
 from kdbench.modeling import load_model
 
 
@@ -36,7 +37,8 @@ def enc(n=40, seed=0, shift=0):
 
 def ctx(tmp: Path, reuse=True) -> FitContext:
     return FitContext(task=None, target="d", domains={}, seed=0, profile=resolve_profile("tiny"),  # type: ignore[arg-type]
-                      device=torch.device("cpu"), precision="fp32", get_teacher=None, build_student=None,  # type: ignore[arg-type]
+                      runtime=Runtime(torch.device("cpu"), "fp32", compile=False),
+                      get_teacher=None, build_student=None,  # type: ignore[arg-type]
                       tokenize=None, workdir=tmp, reuse=reuse)  # type: ignore[arg-type]
 
 
@@ -73,7 +75,7 @@ def test_cached_teacher_serves_the_recomputed_layer_outputs_and_respects_the_bud
     teacher = teachers.TeacherHandle(tiny(1))
     data = enc(n=30)
     cpu = torch.device("cpu")
-    cached = teachers.CachedTeacher(teacher, data, device=cpu, precision="fp32", batch_size=7, budget_mb=64)
+    cached = teachers.CachedTeacher(teacher, data, runtime=Runtime(cpu, "fp32", compile=False), batch_size=7, budget_mb=64)
     assert cached.enabled and cached.bytes == teachers.layer_outputs_bytes(teacher.model, data)
     calls = []
     real_forward = teacher.model.forward
@@ -95,7 +97,7 @@ def test_cached_teacher_serves_the_recomputed_layer_outputs_and_respects_the_bud
     cached(next(batches(data, 5)), output_hidden=False)  # logits only: not served from the layer cache
     assert len(calls) == 1
 
-    tight = teachers.CachedTeacher(teacher, data, device=cpu, precision="fp32", batch_size=7,
+    tight = teachers.CachedTeacher(teacher, data, runtime=Runtime(cpu, "fp32", compile=False), batch_size=7,
                                   budget_mb=cached.bytes / 2**20 / 2)
     assert not tight.enabled  # over budget: every call runs the teacher
     calls.clear()
@@ -117,8 +119,9 @@ class _Kind(Teacher):
 
 def _store(root: Path, messages: list[str] | None = None) -> teachers.TeacherStore:
     reg = SimpleNamespace(teachers=SimpleNamespace(get=lambda name: _Kind))
-    return teachers.TeacherStore(root, reg, resolve_profile("tiny"), device=torch.device("cpu"),  # type: ignore[arg-type]
-                                 precision="fp32", progress=lambda **kw: None,
+    return teachers.TeacherStore(root, reg, resolve_profile("tiny"),  # type: ignore[arg-type]
+                                 runtime=Runtime(torch.device("cpu"), "fp32", compile=False), reuse=True,
+                                 teacher_domains="all", progress=lambda **kw: None,
                                  message=(messages if messages is not None else []).append)
 
 
@@ -183,7 +186,7 @@ def test_default_distill_serves_layer_outputs_from_the_cache(tmp_path):
 
     profile = resolve_profile("tiny")
     c = FitContext(task=None, target="d", domains={"d": DomainData("d", (), (), ())}, seed=0,  # type: ignore[arg-type]
-                   profile=profile, device=torch.device("cpu"), precision="fp32",
+                   profile=profile, runtime=Runtime(torch.device("cpu"), "fp32", compile=False),
                    get_teacher=lambda request: teachers.TeacherHandle(model), build_student=lambda: tiny(2),
                    tokenize=lambda ex: data, workdir=tmp_path)
     trainer.distill(c, Layers())

@@ -7,6 +7,7 @@ from kdbench import trainer
 from kdbench.api import TrainConfig
 from kdbench.config import resolve_profile
 from kdbench.data import Encoded
+from kdbench.device import Runtime
 from kdbench.modeling import load_model
 
 
@@ -28,7 +29,7 @@ def test_training_reduces_loss_and_keeps_best_dev_checkpoint():
     data, dev = enc(200, seed=1), enc(60, seed=2)
     fit = trainer.train(model, data, lambda b: trainer.cross_entropy(b, trainer.forward(model, b).logits),
                         TrainConfig(epochs=4, lr=3e-3), batch_size=16, eval_batch_size=64,
-                        device=torch.device("cpu"), precision="fp32", seed=0, dev_data=dev)
+                        runtime=Runtime(torch.device("cpu"), "fp32", compile=False), seed=0, dev_data=dev)
     assert fit.losses[-1] < fit.losses[0]
     acc = trainer.accuracy(trainer.predict(model, dev, "main", torch.device("cpu"), "fp32", 64), dev.labels)
     assert acc == pytest.approx(fit.info["best_dev"])
@@ -44,14 +45,15 @@ def test_compile_flag_compiles_the_trained_model_once(monkeypatch):
     seen = []
     monkeypatch.setattr(trainer.dev, "compile_model", lambda m: seen.append(m))
     model = tiny()
+    cpu = torch.device("cpu")
     trainer.train(model, enc(), lambda b: trainer.cross_entropy(b, trainer.forward(model, b).logits),
-                  TrainConfig(epochs=1, lr=1e-3), batch_size=8, eval_batch_size=16, device=torch.device("cpu"),
-                  precision="fp32", seed=0, compile=True)
+                  TrainConfig(epochs=1, lr=1e-3), batch_size=8, eval_batch_size=16,
+                  runtime=Runtime(cpu, "fp32", compile=True), seed=0)
     assert seen == [model]
     trainer.train(model, enc(), lambda b: trainer.cross_entropy(b, trainer.forward(model, b).logits),
-                  TrainConfig(epochs=1, lr=1e-3), batch_size=8, eval_batch_size=16, device=torch.device("cpu"),
-                  precision="fp32", seed=0)
-    assert seen == [model]  # compile=False (the default) leaves the model alone
+                  TrainConfig(epochs=1, lr=1e-3), batch_size=8, eval_batch_size=16,
+                  runtime=Runtime(cpu, "fp32", compile=False), seed=0)
+    assert seen == [model]  # compile=False (--compile not given) leaves the model alone
 
 
 # ------------------------------------------------------------------------ schedule and eval_every
@@ -99,7 +101,7 @@ def test_eval_every_selects_among_step_checkpoints(monkeypatch):
         return trainer.cross_entropy(b, trainer.forward(model, b).logits)
 
     res = trainer.train(model, enc(), loss_fn, TrainConfig(epochs=2, lr=1e-3, eval_every=3), batch_size=8,
-                        eval_batch_size=8, device=torch.device("cpu"), precision="fp32", seed=0,
+                        eval_batch_size=8, runtime=Runtime(torch.device("cpu"), "fp32", compile=False), seed=0,
                         score_fn=lambda m: (steps_at_eval.append(1), score(m))[1])
     assert len(steps_at_eval) == 4 and res.info["steps"] == 10
     assert res.info["best_step"] == 6 and res.info["best_epoch"] == 2 and res.info["best_dev"] == 70.0
@@ -107,5 +109,5 @@ def test_eval_every_selects_among_step_checkpoints(monkeypatch):
     scores = iter([1.0, 2.0])
     model = tiny()  # loss_fn reads the name `model`
     res = trainer.train(model, enc(), loss_fn, TrainConfig(epochs=2, lr=1e-3), batch_size=8, eval_batch_size=8,
-                        device=torch.device("cpu"), precision="fp32", seed=0, score_fn=score)
+                        runtime=Runtime(torch.device("cpu"), "fp32", compile=False), seed=0, score_fn=score)
     assert res.info["best_step"] == 10 and res.info["best_epoch"] == 2

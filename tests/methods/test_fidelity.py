@@ -13,6 +13,7 @@ from kdbench import distill
 from kdbench.api import DomainData, Example, FitContext, FitResult
 from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, collate
+from kdbench.device import Runtime
 from kdbench.modeling import load_model
 from kdbench.registry import load
 from kdbench.teachers import TeacherHandle
@@ -62,7 +63,7 @@ def _context(teacher_model=None) -> FitContext:
         return tiny("tiny:L2-H32-A4", 3)
 
     return FitContext(task=None, target="a", domains={"a": dd, "b": dd}, seed=0, profile=prof,  # type: ignore[arg-type]
-                      device=torch.device("cpu"), precision="fp32",
+                      runtime=Runtime(torch.device("cpu"), "fp32", compile=False),
                       get_teacher=lambda request: TeacherHandle(teacher), build_student=build_student,
                       tokenize=_tokenize, reuse=False)
 

@@ -10,6 +10,7 @@ import torch
 from kdbench.api import DomainData, Example, TeacherContext, TeacherRequest
 from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, collate
+from kdbench.device import Runtime
 from kdbench.losses import (
     cross_entropy_per_example,
     expertise_weights,
@@ -89,7 +90,7 @@ def test_label_head_reads_relu_of_pooled():
 
 def test_meta_teacher_round_trips_through_build():
     ctx = TeacherContext(task=AmazonTask(), target="books", train_domains=("books", "dvd", "electronics", "kitchen"),
-                         domains={}, seed=0, profile=TINY, device=torch.device("cpu"), precision="fp32",
+                         domains={}, seed=0, profile=TINY, runtime=Runtime(torch.device("cpu"), "fp32", compile=False),
                          tokenize=lambda ex: None, vocab_size=VOCAB)
     kind = MetaTeacher()
     assert kind.train_domains("books", ["books", "dvd", "electronics", "kitchen"]) == ctx.train_domains

@@ -7,6 +7,7 @@ import torch
 from kdbench.api import DomainData, Example, TeacherContext
 from kdbench.config import resolve_profile
 from kdbench.data import Encoded, collate
+from kdbench.device import Runtime
 from kdbench.modeling import load_model
 from kdbench.registry import load
 from kdbench_methods.mix import MixTeacher, pooled
@@ -67,7 +68,7 @@ def _ctx(domains: dict[str, DomainData]) -> TeacherContext:
                        labels=[x.label for x in examples])
 
     return TeacherContext(task=AmazonTask(), target="dvd", train_domains=tuple(domains), domains=domains, seed=0,
-                          profile=TINY, device=torch.device("cpu"), precision="fp32", tokenize=tokenize,
+                          profile=TINY, runtime=Runtime(torch.device("cpu"), "fp32", compile=False), tokenize=tokenize,
                           vocab_size=40)
 
 

@@ -11,6 +11,7 @@ import torch
 from kdbench.api import DomainData, Example, FitContext, FitResult, KDBenchError, TeacherRequest
 from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, collate
+from kdbench.device import Runtime
 from kdbench.losses import hinton_kd_loss
 from kdbench.modeling import load_model
 from kdbench.teachers import TeacherHandle
@@ -64,6 +65,22 @@ def test_options_are_validated():
     assert (cfg.alpha, cfg.temperature, cfg.average) == (0.5, 1.0, "logits")
 
 
+def test_alpha_and_temperature_are_kds_written_once():
+    """#14 §5: kd's options and defaults are written once (kdbench.distill.KDConfig) and multiteacher
+    extends them, so that the two rows differ only in their teachers; their checks still apply."""
+    from kdbench.distill import KDConfig
+    from kdbench_methods.kd import KD
+
+    assert KD.Config is KDConfig and issubclass(MultiTeacherConfig, KDConfig)
+    assert {f.name for f in dataclasses.fields(MultiTeacherConfig)} - {"average"} == \
+        {f.name for f in dataclasses.fields(KDConfig)}
+    for bad in ({"alpha": "2"}, {"temperature": "0"}, {"temperature": "nan"}):
+        with pytest.raises(KDBenchError, match=next(iter(bad))):
+            method_config(MultiTeacherConfig, "multiteacher", bad)
+        with pytest.raises(KDBenchError, match=next(iter(bad))):
+            method_config(KDConfig, "kd", bad)
+
+
 # ------------------------------------------------------------------ fit: a spy FitContext, no data
 DOMAINS = ("a", "b", "c")
 VOCAB = 40
@@ -98,9 +115,9 @@ def _context(get_teacher=None):
         torch.manual_seed(0)
         return load_model(prof.student, 2, profile=prof, role="student", vocab_size=VOCAB)
 
-    ctx = FitContext(task=None, target="b", domains=domains, seed=0, profile=prof, device=torch.device("cpu"),
-                     precision="fp32", get_teacher=spy_get_teacher, build_student=build_student,
-                     tokenize=_tokenize)
+    ctx = FitContext(task=None, target="b", domains=domains, seed=0, profile=prof,
+                     runtime=Runtime(torch.device("cpu"), "fp32", compile=False), get_teacher=spy_get_teacher,
+                     build_student=build_student, tokenize=_tokenize)
     return ctx, teachers, calls
 
 

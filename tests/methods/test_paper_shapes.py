@@ -24,6 +24,7 @@ from safetensors.torch import load, save
 from kdbench.api import DomainData, Example, FitContext, TeacherRequest, TrainConfig
 from kdbench.config import method_config, resolve_profile
 from kdbench.data import Encoded, collate
+from kdbench.device import Runtime
 from kdbench.modeling import load_model
 from kdbench.registry import load as load_registry
 from kdbench.teachers import TeacherHandle
@@ -81,7 +82,7 @@ def _context(teachers) -> FitContext:
         return TeacherHandle(teachers["single"])  # single and mix: one plain BERT-base-shaped model
 
     return FitContext(task=ToyTask(), target="garden", domains=domains, seed=0, profile=PROFILE,
-                      device=torch.device("cpu"), precision="fp32", get_teacher=get_teacher,
+                      runtime=Runtime(torch.device("cpu"), "fp32", compile=False), get_teacher=get_teacher,
                       build_student=lambda: _model(STUDENT, 0), tokenize=_tokenize, reuse=False)
 
 
