@@ -53,7 +53,7 @@ def build_parser() -> Parser:
     t.add_argument("--reference", type=Path, help="YAML or CSV of published numbers to show beside ours")
     t.add_argument("--resample-seed", type=int, default=0, metavar="N",
                    help="seed of the Monte-Carlo part of the tests, used only with 7+ seeds (everything else "
-                   "is computed exactly, so the tables do not depend on it; default: 0)")
+                   "is computed exactly, so the tables do not depend on it; default: %(default)s)")
     t.add_argument("--equivalence-margin", type=float, metavar="POINTS",
                    help="mark rows as tied only when a TOST shows them equivalent to every best row of "
                    "their block within ±POINTS accuracy points (default: tied = not significantly different)")
@@ -65,7 +65,7 @@ def build_parser() -> Parser:
                         "detect --effect points.")
     pw.add_argument("results_dir", type=Path)
     pw.add_argument("--effect", default="1.0",
-                    help="effect(s) to detect, accuracy points, comma-separated (default: 1.0)")
+                    help="effect(s) to detect, accuracy points, comma-separated (default: %(default)s)")
     pw.add_argument("--baseline", help="method the others are tested against (default: student, else the first)")
 
     ex = sub.add_parser("export", help="copy a kept student (a Hugging Face folder with a model card)",
