@@ -121,12 +121,16 @@ def test_help_imports_nothing_heavy():
     assert out.splitlines()[-1] == "[]"
 
 
-def test_end_to_end_tiny_run_resume_and_table(tmp_path, data_dir, cache_dir, capsys):
-    """The whole path on real data: run, every cell file, resume after deleting one, table."""
+def test_end_to_end_tiny_run_resume_and_table(tmp_path, capsys):
+    """The whole CLI path on the toy task: run, every cell file, resume after deleting one, table.
+    (The real data's splits are tested in tests/tasks/, the real models in the one real-data grid.)"""
+    from _toycli import toy_cli
+
     results = tmp_path / "r"
-    args = ["run", *TINY, "--methods", "student,kd,teacher", "--data-dir", str(data_dir),
-            "--cache-dir", str(cache_dir), "--results-dir", str(results)]
-    code, out, _ = run_cli(args, capsys)
+    args = ["run", *TOY, "--methods", "student,kd,teacher", "--cache-dir", str(tmp_path / "cache"),
+            "--results-dir", str(results)]
+    with toy_cli():
+        code, out, _ = run_cli(args, capsys)
     assert code == 0, out
     files = sorted((results / "cells").glob("*.json"))
     assert len(files) == 6
@@ -135,20 +139,20 @@ def test_end_to_end_tiny_run_resume_and_table(tmp_path, data_dir, cache_dir, cap
     for c in cells:
         assert c["status"] == "ok"
         assert 0 <= c["metrics"]["test_accuracy"] <= 100
-        # the official Amazon split (#15): books 199 test / 809 + 822 train, kitchen 203 / 817 + 796
-        n_test, per_label = {"books": (199, (809, 822)), "kitchen": (203, (817, 796))}[c["domain"]]
-        assert len(c["predictions"]["pred"]) == len(c["predictions"]["gold"]) == n_test
+        # the toy task: 64 test examples per domain, 320 balanced train examples of which a quarter
+        assert len(c["predictions"]["pred"]) == len(c["predictions"]["gold"]) == 64
         assert c["split_hash"] and c["config_hash"] and c["versions"]["torch"]
-        assert c["n_train"] == sum(round(0.25 * n) for n in per_label)
-    kd = next(c for c in cells if c["method"] == "kd" and c["domain"] == "books")
-    teacher = next(c for c in cells if c["method"] == "teacher" and c["domain"] == "books")
+        assert c["n_train"] == 80
+    kd = next(c for c in cells if c["method"] == "kd" and c["domain"] == "garden")
+    teacher = next(c for c in cells if c["method"] == "teacher" and c["domain"] == "garden")
     assert kd["teachers"][0]["key"] == teacher["teachers"][0]["key"]  # trained once, shared
     mtimes = {f.name: f.stat().st_mtime_ns for f in files}
 
     # Resume: delete one cell; only it runs again, and no teacher is retrained.
-    victim = results / "cells" / "amazon__kitchen__kd__f0.25__s0.json"
+    victim = results / "cells" / "toy__kitchen__kd__f0.25__s0.json"
     victim.unlink()
-    code, out, _ = run_cli(args, capsys)
+    with toy_cli():
+        code, out, _ = run_cli(args, capsys)
     assert code == 0
     assert "6 cells: 5 already done, 1 ran ok, 0 failed; 0 teacher(s) trained" in " ".join(out.split())
     for f in files:
@@ -157,12 +161,13 @@ def test_end_to_end_tiny_run_resume_and_table(tmp_path, data_dir, cache_dir, cap
     assert victim.exists()
 
     # A changed config recomputes only the cells it affects.
-    code, out, _ = run_cli([*args, "--set", "kd.alpha=0.9"], capsys)
+    with toy_cli():
+        code, out, _ = run_cli([*args, "--set", "kd.alpha=0.9"], capsys)
     assert "4 already done, 2 ran ok" in " ".join(out.split())
 
     code, out, _ = run_cli(["table", str(results)], capsys)
     assert code == 0
-    for word in ("student", "kd", "teacher", "books", "kitchen", "Average", "n = 1 seed(s) per cell"):
+    for word in ("student", "kd", "teacher", "garden", "kitchen", "Average", "n = 1 seed(s) per cell"):
         assert word in " ".join(out.split())
 
 
