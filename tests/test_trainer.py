@@ -2,26 +2,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _tinymodels import enc, tiny
 
 from kdbench import trainer
 from kdbench.api import TrainConfig
-from kdbench.config import resolve_profile
-from kdbench.data import Encoded
 from kdbench.device import Runtime
-from kdbench.modeling import load_model
-
-
-def tiny(seed=0):
-    torch.manual_seed(seed)
-    return load_model("tiny:L2-H32-A2", 2, profile=resolve_profile("tiny"), role="t", vocab_size=60)
-
-
-def enc(n=40, seed=0, shift=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = [[2, *(torch.randint(5, 60, (int(k),), generator=g) - shift).clamp(5).tolist(), 3]
-           for k in torch.randint(3, 12, (n,), generator=g)]
-    labels = [int(x[1] > 30) for x in ids]  # learnable
-    return Encoded([str(i) for i in range(n)], ids, [[0] * len(x) for x in ids], labels)
 
 
 def test_training_reduces_loss_and_keeps_best_dev_checkpoint():
