@@ -190,8 +190,8 @@ class Runner:
         reqs = requests_of(method, cell.domain, every)
         if reqs != requests_of(method, cell.domain, pool):
             return True
-        return any(teacher_of(self.registry, r).train_domains(cell.domain, every)
-                   != teacher_of(self.registry, r).train_domains(cell.domain, pool) for r in reqs)
+        kinds = [teacher_of(self.registry, r) for r in reqs]
+        return any(k.train_domains(cell.domain, every) != k.train_domains(cell.domain, pool) for k in kinds)
 
     def teacher_data(self, cell: Cell) -> dict[str, DomainData]:
         """Every domain's splits as the cell's teachers see them: the fraction applied with the

@@ -87,11 +87,8 @@ class TeacherSpec:
     key: str
     head: str
     request: TeacherRequest
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """The kind's options that differ from their defaults (part of the key)."""
-        return self.kind.key_options()
+    #: the kind's options that differ from their defaults (part of the key)
+    options: dict[str, Any]
 
     @property
     def label(self) -> str:
@@ -157,7 +154,7 @@ class TeacherStore:
             "task": task.name, "task_version": task.version,
             "data": {d: domains[d].split_hash() + res.config_hash([e.id for e in domains[d].train])
                      for d in train_domains}})
-        return TeacherSpec(kind_name, kind, ctx, key, kind.head_for(domain), request)
+        return TeacherSpec(kind_name, kind, ctx, key, kind.head_for(domain), request, options)
 
     # ------------------------------------------------------------------------------- cells
     @contextmanager
