@@ -61,7 +61,7 @@ def build_parser() -> Parser:
     pw = sub.add_parser("power", help="seeds (and test examples) needed to detect an effect on the Average",
                         description="From a run's own seed and test-example variance: for each student method "
                         "vs the baseline on the Average (the primary family, Holm), the smallest effect the run "
-                        "could detect with 80%% power, and the seeds (or test examples per domain) needed to "
+                        "could detect with 80% power, and the seeds (or test examples per domain) needed to "
                         "detect --effect points.")
     pw.add_argument("results_dir", type=Path)
     pw.add_argument("--effect", default="1.0",
@@ -75,15 +75,24 @@ def build_parser() -> Parser:
     ex.add_argument("--cell", required=True, help="cell key, e.g. amazon__books__kd__f0.2__s0")
     ex.add_argument("-o", "--output", type=Path, required=True, help="new folder to write")
 
-    pl = sub.add_parser("plot", help="accuracy against data fraction, a panel per domain plus the average")
+    pl = sub.add_parser("plot", help="accuracy against data fraction (or Δ vs the baseline), a panel per domain "
+                        "plus the average")
     pl.add_argument("results_dir", type=Path)
     pl.add_argument("-o", "--output", type=Path, required=True, help="figure file (.png, .pdf or .svg)")
+    pl.add_argument("--kind", choices=["curves", "delta"], default="curves",
+                    help="curves: accuracy against the data fraction; delta: each method's difference from the "
+                    "baseline with its 95%% interval and significance marker, as in the table (default: %(default)s)")
+    pl.add_argument("--layout", choices=["default", "paper", "ablation"], default="default",
+                    help="with --kind delta: the table layout whose comparisons are drawn (default: %(default)s)")
+    pl.add_argument("--baseline", help="with --kind delta: method the others are tested against (default: "
+                    "student, else the first)")
     rp = sub.add_parser("report", help="one self-contained HTML page: configuration, every table, figures, "
                         "failed cells", description="Write a self-contained HTML report of a results "
                         "directory (no network needed to view it).")
     rp.add_argument("results_dir", type=Path)
     rp.add_argument("-o", "--output", type=Path, required=True, help="HTML file to write (atomically)")
-    rp.add_argument("--layout", choices=["default", "paper"], default="default", help="table layout (as kdbench table)")
+    rp.add_argument("--layout", choices=["default", "paper", "ablation"], default="default",
+                    help="table layout (as kdbench table)")
     rp.add_argument("--baseline", help="method the others are tested against (default: student, else the first)")
     rp.add_argument("--reference", type=Path, help="YAML or CSV of published numbers to show beside ours")
     return p
@@ -306,7 +315,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     _check_results_dir(args.results_dir)
     _check_output(args.output)
-    plot.plot(args.results_dir, args.output, warn=_warn)
+    plot.plot(args.results_dir, args.output, warn=_warn, kind=args.kind, layout=args.layout, baseline=args.baseline)
     print(f"wrote {args.output}", file=sys.stderr)
     return EXIT_OK
 

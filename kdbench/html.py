@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from kdbench.tables import Curves, Table
 
 #: ids of the figures, in page order (the browser test checks that each is present and loaded)
-FIGURES = ("fig-fraction", "fig-domains", "fig-cost", "fig-losses")
+FIGURES = ("fig-fraction", "fig-domains", "fig-delta", "fig-cost", "fig-losses")
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1180px;
@@ -384,7 +384,7 @@ def render(results_dir: Path, layout: str = "default", baseline: str | None = No
     """The whole page for a results directory (raises :class:`KDBenchError` when it holds no cell).
     ``n_boot``: bootstrap resamples of the tests (default: the tables' own, 10,000)."""
     from kdbench import tables
-    from kdbench.plot import colours, make_figure
+    from kdbench.plot import colours, delta_figure, make_figure
 
     cells = res.load_cells(results_dir)
     if not cells:
@@ -408,6 +408,10 @@ def render(results_dir: Path, layout: str = "default", baseline: str | None = No
         ("fig-domains", domains_figure(main, colour),
          "Accuracy per domain and Average: each method's mean over seeds with its 95% CI (t over seeds; a "
          "bootstrap over test examples with one seed), the same numbers as the tables."),
+        ("fig-delta", delta_figure(main) if any(e.comparison for t in main for r in t.rows for e in r.entries)
+         else None,
+         "Each method's difference from the baseline (accuracy points) with its unadjusted 95% interval and the "
+         "table's significance marker after Holm: the Δ table as a figure (kdbench plot --kind delta)."),
         ("fig-cost", cost_figure(main, colour),
          "Average accuracy against inference cost: parameters of the evaluated model (left) and the speed-up "
          "of its test-set inference over its teacher's (right; a teacher row is 1× by definition). Dashed: "

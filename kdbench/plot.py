@@ -1,8 +1,16 @@
-"""``kdbench plot``: accuracy against the fraction of the target's training data (matplotlib, Agg).
+"""``kdbench plot``: the figures of a results directory (matplotlib, Agg).
 
-One row of panels per task: one panel per domain plus the Average; one line per method (mean over
-seeds) with its 95% CI as a band (t over seeds; a bootstrap over test examples with one seed; the
-same :class:`~kdbench.stats.Summary` as the tables). A method keeps its colour in every panel.
+* ``--kind curves`` (default): accuracy against the fraction of the target's training data. One row
+  of panels per task: one panel per domain plus the Average; one line per method (mean over seeds)
+  with its 95% CI as a band (t over seeds; a bootstrap over test examples with one seed; the same
+  :class:`~kdbench.stats.Summary` as the tables). A method keeps its colour in every panel.
+* ``--kind delta``: the Δ table as a forest plot. One row of panels per table (task × fraction) of
+  ``kdbench table`` with the same ``--layout`` and ``--baseline``: each method's difference from the
+  baseline in accuracy points with its unadjusted 95% interval (the same
+  :class:`~kdbench.stats.Comparison` as the table, so the same two-level bootstrap over seeds and
+  test examples), and the table's significance marker after Holm beside the point. It is the figure
+  for a grid with one fraction, where ``curves`` has a single point per method.
+
 matplotlib is imported inside the functions, so importing this module is cheap.
 """
 
@@ -21,9 +29,10 @@ if TYPE_CHECKING:
 
     from matplotlib.figure import Figure
 
-    from kdbench.tables import Curves
+    from kdbench.tables import Curves, Table
 
 FORMATS = ("png", "pdf", "svg")
+KINDS = ("curves", "delta")
 XLABEL = "fraction of the target's training data"
 YLABEL = "test accuracy (%)"
 
@@ -81,6 +90,52 @@ def make_figure(all_curves: Sequence[Curves]) -> Figure:
     return fig
 
 
+def delta_figure(tables: Sequence[Table]) -> Figure:
+    """The forest plot (not saved): rows = the tables that have a baseline, columns = their columns."""
+    from matplotlib.figure import Figure
+
+    tabs = [t for t in tables if t.baseline and any(e.comparison for r in t.rows for e in r.entries)]
+    if not tabs:
+        raise KDBenchError("no comparisons to plot: the results need the baseline and at least one other method")
+    rows_of = [[r for r in t.rows if r.source is None and any(e.comparison for e in r.entries)] for t in tabs]
+    colour = colours(list(dict.fromkeys(r.method for rows in rows_of for r in rows)))
+    ncols = max(len(t.columns) for t in tabs)
+    height = sum(0.3 * len(rows) + 1.2 for rows in rows_of)
+    fig = Figure(figsize=(2.9 * ncols + 2.2, height + 0.6), layout="constrained")
+    axes = fig.subplots(len(tabs), ncols, squeeze=False, sharey="row",
+                        gridspec_kw={"height_ratios": [len(rows) + 2 for rows in rows_of]})
+    for i, (t, rows) in enumerate(zip(tabs, rows_of, strict=True)):
+        for j in range(ncols):
+            ax = axes[i][j]
+            if j >= len(t.columns):
+                ax.set_visible(False)
+                continue
+            ax.axvline(0.0, color="0.4", linewidth=0.8)
+            for y, r in enumerate(rows):
+                e = r.entries[j]
+                c = e.comparison
+                if c is None:
+                    continue
+                lo, hi = c.delta_ci
+                err = [[c.delta - lo], [hi - c.delta]] if math.isfinite(lo) and math.isfinite(hi) else None
+                ax.errorbar([c.delta], [y], xerr=err, fmt="o", color=colour[r.method], capsize=2, markersize=4)
+                if e.marker:
+                    ax.annotate(e.marker, (c.delta, y), xytext=(0, 4), textcoords="offset points",
+                                ha="center", va="bottom", fontsize=8)
+            ax.set_yticks(range(len(rows)), [r.method for r in rows])
+            ax.set_ylim(len(rows) - 0.5, -0.7)
+            at = f" · f={t.fraction:g}" if t.fraction is not None else ""
+            ax.set_title(f"{t.task}{at} · {t.columns[j]}", fontsize=8,
+                         fontweight="bold" if t.columns[j] == AVERAGE else "normal")
+            ax.set_xlabel(f"Δ vs {t.baseline} (points)", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle("Difference from the baseline: mean over seeds, unadjusted 95% CI (bootstrap over seeds, then test "
+                 "examples)\n* p<0.05, ** p<0.01 after Holm within the comparison's family; † seed-level paired t "
+                 "after Holm", fontsize=9)
+    return fig
+
+
 def save(fig: Figure, path: Path) -> None:
     """Write the figure atomically; the format follows the suffix (png, pdf or svg)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -99,10 +154,16 @@ def save(fig: Figure, path: Path) -> None:
         raise KDBenchError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def plot(results_dir: Path, output: Path, warn: Callable[[str], None] | None = None) -> Figure:
-    """Read the results directory as untrusted input (cell files kept out go to ``warn``), draw, save."""
-    from kdbench.tables import load_curves
+def plot(results_dir: Path, output: Path, warn: Callable[[str], None] | None = None, *, kind: str = "curves",
+         layout: str = "default", baseline: str | None = None) -> Figure:
+    """Read the results directory as untrusted input (cell files kept out go to ``warn``), draw, save.
 
-    fig = make_figure(load_curves(results_dir, warn))
+    ``layout`` and ``baseline`` are those of ``kdbench table`` and matter only for ``kind="delta"``."""
+    from kdbench import tables
+
+    if kind == "delta":
+        fig = delta_figure([t for t in tables.build(results_dir, layout, baseline, warn=warn) if t.kind == "main"])
+    else:
+        fig = make_figure(tables.load_curves(results_dir, warn))
     save(fig, output)
     return fig

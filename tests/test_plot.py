@@ -107,3 +107,51 @@ def test_cli_plot_skips_a_fifo_and_bad_json_with_a_warning(tmp_path: Path, capsy
     err = capsys.readouterr().err.splitlines()
     assert err[:2] == ["kdbench: warning: cell file kept out: bad.json: is not valid JSON (Expecting value: line 1 "
                        "column 31 (char 30))", "kdbench: warning: cell file kept out: pipe.json: is not a regular file"]
+
+
+# ------------------------------------------------------------------------------ --kind delta
+@pytest.fixture(scope="module")
+def delta_tables():
+    from kdbench.tables import build_tables
+
+    return [t for t in build_tables(small(), "default", None, method_order=ORDER) if t.kind == "main"]
+
+
+def test_delta_figure_draws_the_tables_comparisons(delta_tables) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = plot.delta_figure(delta_tables)
+    FigureCanvasAgg(fig).draw()  # tick labels exist once drawn
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["amazon · f=1 · books", "amazon · f=1 · kitchen",
+                                               "amazon · f=1 · Average"]
+    table = delta_tables[0]
+    rows = [r for r in table.rows if r.method != "student"]
+    assert [t.get_text() for t in axes[0].get_yticklabels()] == [r.method for r in rows]
+    for j, ax in enumerate(axes):
+        assert ax.get_xlabel() == "Δ vs student (points)"
+        points = [line.get_xdata()[0] for line in ax.lines if line.get_marker() == "o"]
+        assert points == pytest.approx([r.entries[j].comparison.delta for r in rows])
+        # books: kd is 10 points better on the same examples, so the table marks it; the figure too
+        marks = {t.get_text() for t in ax.texts}
+        assert marks == {r.entries[j].marker for r in rows if r.entries[j].marker}
+    assert "**" in {t.get_text() for t in axes[0].texts}
+
+
+def test_delta_figure_needs_a_comparison() -> None:
+    from kdbench.tables import build_tables
+
+    only = [t for t in build_tables(small(methods=("student",)), "default", None) if t.kind == "main"]
+    with pytest.raises(KDBenchError, match="no comparisons to plot"):
+        plot.delta_figure(only)
+
+
+def test_cli_plot_delta(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "run"
+    for c in small(seeds=3, methods=("student", "kd", "mix")):
+        atomic_write_json(root / "cells" / f"{c['domain']}_{c['method']}_{c['seed']}.json", c)
+    out = tmp_path / "delta.svg"
+    assert main(["plot", str(root), "-o", str(out), "--kind", "delta", "--baseline", "kd"]) == 0
+    assert "Δ vs kd (points)" in out.read_text()
+    assert main(["plot", str(root), "-o", str(out), "--kind", "delta", "--baseline", "nope"]) == 2
+    assert "unknown --baseline method 'nope'" in capsys.readouterr().err
