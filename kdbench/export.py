@@ -117,15 +117,22 @@ def _md_escape(text: str) -> str:
     return text
 
 
-def _md_cell(entry: Entry, n_max: int) -> str:
-    text = value_text(entry, n_max)
+def styled_cell(entry: Entry, n_max: int, *, missing: str, bold: str, italic: str,
+                marker: Callable[[str], str], pm: str = "±") -> str:
+    """A value cell in a markup: ``missing`` when not run, else the value (best in ``bold``, tied in
+    ``italic``: format strings with one ``{}``) followed by its marker as ``marker`` writes it."""
+    text = value_text(entry, n_max, pm=pm)
     if text is None:
-        return "—"
+        return missing
     if entry.best:
-        text = f"**{text}**"
+        text = bold.format(text)
     elif entry.tied:
-        text = f"_{text}_"
-    return text + _md_escape(entry.marker)
+        text = italic.format(text)
+    return text + marker(entry.marker)
+
+
+def _md_cell(entry: Entry, n_max: int) -> str:
+    return styled_cell(entry, n_max, missing="—", bold="**{}**", italic="_{}_", marker=_md_escape)
 
 
 def _md_table(header: list[str], body: list[list[str]]) -> str:
@@ -187,14 +194,8 @@ def _latex_marker(marker: str) -> str:
 
 
 def _latex_cell(entry: Entry, n_max: int) -> str:
-    text = value_text(entry, n_max, pm="$\\pm$")
-    if text is None:
-        return "--"
-    if entry.best:
-        text = rf"\textbf{{{text}}}"
-    elif entry.tied:
-        text = rf"\textit{{{text}}}"
-    return text + _latex_marker(entry.marker)
+    return styled_cell(entry, n_max, missing="--", bold=r"\textbf{{{}}}", italic=r"\textit{{{}}}",
+                       marker=_latex_marker, pm="$\\pm$")
 
 
 def _latex_tabular(header: list[str], body: list[list[str] | str]) -> list[str]:
