@@ -1,0 +1,51 @@
+"""The committed runs under ``results/``: every tool-made table regenerates byte for byte from the
+folder's cell files, as its README promises a reader with a fresh clone.
+
+Which command made a file is read from its name, the convention the READMEs use:
+``table[-<layout>][-vs-<baseline>].<md|csv>`` (``table-paper.md``: ``--layout paper``;
+``table-vs-kd.md``: ``--baseline kd``; ``table.csv``: the default layout as CSV).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from kdbench.cli import main
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+NAME = re.compile(r"table(?:-(?P<layout>default|paper|ablation))?(?:-vs-(?P<baseline>[\w:.-]+))?\.(?P<ext>md|csv)")
+FORMATS = {"md": "markdown", "csv": "csv"}
+
+
+def committed_tables() -> list[Path]:
+    return sorted(p for p in RESULTS.glob("*/table*.*") if (p.parent / "cells").is_dir() and NAME.fullmatch(p.name))
+
+
+def command(path: Path) -> list[str]:
+    """The ``kdbench table`` arguments that the file's name stands for."""
+    m = NAME.fullmatch(path.name)
+    assert m is not None
+    args = ["table", str(path.parent), "--format", FORMATS[m["ext"]]]
+    if m["layout"]:
+        args += ["--layout", m["layout"]]
+    if m["baseline"]:
+        args += ["--baseline", m["baseline"]]
+    return args
+
+
+def test_the_name_convention() -> None:
+    assert command(Path("r/table-paper.md"))[2:] == ["--format", "markdown", "--layout", "paper"]
+    assert command(Path("r/table-vs-kd.md"))[2:] == ["--format", "markdown", "--baseline", "kd"]
+    assert command(Path("r/table.csv"))[2:] == ["--format", "csv"]
+    assert NAME.fullmatch("table-notes.md") is None  # not a tool-made table: not checked
+    assert any(p.parent.name == "amazon-cpu-all" for p in committed_tables())
+
+
+@pytest.mark.parametrize("path", committed_tables(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_committed_table_regenerates_byte_for_byte(path: Path, tmp_path: Path) -> None:
+    out = tmp_path / path.name
+    assert main([*command(path), "-o", str(out)]) == 0
+    assert out.read_bytes() == path.read_bytes(), f"kdbench {' '.join(command(path))} differs from {path}"
