@@ -378,13 +378,23 @@ def failed_html(cells: Sequence[Mapping[str, Any]]) -> str:
 
 
 # -------------------------------------------------------------------------------------- page
+def _delta_figure_or_none(main_tables: Sequence[Table]) -> Figure | None:
+    """:func:`kdbench.plot.delta_figure`, or None where it has no comparison to draw."""
+    from kdbench.plot import delta_figure
+
+    try:
+        return delta_figure(main_tables)
+    except KDBenchError:
+        return None
+
+
 def render(results_dir: Path, layout: str = "default", baseline: str | None = None,
            references: References | None = None, task_domains: Mapping[str, Sequence[str]] | None = None,
            n_boot: int | None = None) -> str:
     """The whole page for a results directory (raises :class:`KDBenchError` when it holds no cell).
     ``n_boot``: bootstrap resamples of the tests (default: the tables' own, 10,000)."""
     from kdbench import tables
-    from kdbench.plot import colours, delta_figure, make_figure
+    from kdbench.plot import colours, make_figure
 
     cells = res.load_cells(results_dir)
     if not cells:
@@ -408,8 +418,7 @@ def render(results_dir: Path, layout: str = "default", baseline: str | None = No
         ("fig-domains", domains_figure(main, colour),
          "Accuracy per domain and Average: each method's mean over seeds with its 95% CI (t over seeds; a "
          "bootstrap over test examples with one seed), the same numbers as the tables."),
-        ("fig-delta", delta_figure(main) if any(e.comparison for t in main for r in t.rows for e in r.entries)
-         else None,
+        ("fig-delta", _delta_figure_or_none(main),
          "Each method's difference from the baseline (accuracy points) with its unadjusted 95% interval and the "
          "table's significance marker after Holm: the Δ table as a figure (kdbench plot --kind delta)."),
         ("fig-cost", cost_figure(main, colour),
