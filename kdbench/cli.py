@@ -12,6 +12,10 @@ from typing import Any, NoReturn
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+# kdbench.tables.LAYOUTS, repeated here because importing tables pulls in numpy and --help must stay
+# fast; tests/test_cli.py checks the two agree.
+LAYOUTS = ("default", "paper", "ablation")
+
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
@@ -41,7 +45,7 @@ def build_parser() -> Parser:
                        "baseline (Holm-corrected), best and tied marks, cost, and a data-scarce table when "
                        "several fractions were run.")
     t.add_argument("results_dir", type=Path)
-    t.add_argument("--layout", choices=["default", "paper", "ablation"], default="default",
+    t.add_argument("--layout", choices=LAYOUTS, default="default",
                    help="default: methods × domains per task and fraction; paper: the Meta-KD main table; "
                    "ablation: full Meta-KD and its ablations, each tested against full Meta-KD")
     t.add_argument("--select", choices=["dev"], help="dev: each method at its configuration with the best mean "
@@ -82,7 +86,7 @@ def build_parser() -> Parser:
     pl.add_argument("--kind", choices=["curves", "delta"], default="curves",
                     help="curves: accuracy against the data fraction; delta: each method's difference from the "
                     "baseline with its 95%% interval and significance marker, as in the table (default: %(default)s)")
-    pl.add_argument("--layout", choices=["default", "paper", "ablation"], default="default",
+    pl.add_argument("--layout", choices=LAYOUTS, default="default",
                     help="with --kind delta: the table layout whose comparisons are drawn (default: %(default)s)")
     pl.add_argument("--baseline", help="with --kind delta: method the others are tested against (default: "
                     "student, else the first)")
@@ -91,7 +95,7 @@ def build_parser() -> Parser:
                         "directory (no network needed to view it).")
     rp.add_argument("results_dir", type=Path)
     rp.add_argument("-o", "--output", type=Path, required=True, help="HTML file to write (atomically)")
-    rp.add_argument("--layout", choices=["default", "paper", "ablation"], default="default",
+    rp.add_argument("--layout", choices=LAYOUTS, default="default",
                     help="table layout (as kdbench table)")
     rp.add_argument("--baseline", help="method the others are tested against (default: student, else the first)")
     rp.add_argument("--reference", type=Path, help="YAML or CSV of published numbers to show beside ours")

@@ -121,6 +121,13 @@ def test_help_imports_nothing_heavy():
     assert out.splitlines()[-1] == "[]"
 
 
+def test_layout_choices_are_the_tables_layouts():
+    """The CLI repeats tables.LAYOUTS (to keep --help free of numpy); a new layout must reach every command."""
+    from kdbench import cli, tables
+
+    assert cli.LAYOUTS == tables.LAYOUTS
+
+
 def test_end_to_end_tiny_run_resume_and_table(tmp_path, capsys):
     """The whole CLI path on the toy task: run, every cell file, resume after deleting one, table.
     (The real data's splits are tested in tests/tasks/, the real models in the one real-data grid.)"""
