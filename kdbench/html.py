@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from kdbench.references import References
-    from kdbench.tables import Curves, Table
+    from kdbench.tables import Curves, Entry, Table
 
 #: ids of the figures, in page order (the browser test checks that each is present and loaded)
 FIGURES = ("fig-fraction", "fig-domains", "fig-delta", "fig-cost", "fig-losses")
@@ -156,40 +156,20 @@ def _measured_rows(t: Table) -> list[Any]:
     return [r for r in t.rows if r.source is None and any(e.summary is not None for e in r.entries)]
 
 
+def _summary_point(e: Entry) -> tuple[float, float, float, str] | None:
+    s = e.summary
+    return None if s is None else (s.mean, s.ci_low, s.ci_high, "")
+
+
 def domains_figure(main_tables: Sequence[Table], colour: Mapping[str, Any]) -> Figure | None:
     """Per main table: a panel per domain (and Average), each method's mean with its 95% CI."""
-    from matplotlib.figure import Figure
+    from kdbench.plot import interval_panels
 
     tabs = [t for t in main_tables if _measured_rows(t)]
     if not tabs:
         return None
-    ncols = max(len(t.columns) for t in tabs)
-    nrows_max = max(len(_measured_rows(t)) for t in tabs)
-    fig = Figure(figsize=(2.7 * ncols + 1.2, (0.28 * nrows_max + 1.3) * len(tabs)), layout="constrained")
-    axes = fig.subplots(len(tabs), ncols, squeeze=False, sharey="row")
-    for i, t in enumerate(tabs):
-        rows = _measured_rows(t)
-        for j in range(ncols):
-            ax = axes[i][j]
-            if j >= len(t.columns):
-                ax.set_visible(False)
-                continue
-            for y, r in enumerate(rows):
-                s = r.entries[j].summary
-                if s is None:
-                    continue
-                lo, hi = s.mean - s.ci_low, s.ci_high - s.mean
-                err = [[lo], [hi]] if math.isfinite(lo) and math.isfinite(hi) else None
-                ax.errorbar([s.mean], [y], xerr=err, fmt="o", color=colour.get(r.method), capsize=2, markersize=4)
-            ax.set_yticks(range(len(rows)), [r.method for r in rows])
-            ax.set_ylim(len(rows) - 0.5, -0.5)
-            ax.set_title(f"{t.task} · f={t.fraction:g} · {t.columns[j]}", fontsize=8,
-                         fontweight="bold" if t.columns[j] == AVERAGE else "normal")
-            ax.set_xlabel("test accuracy (%)", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.grid(True, axis="x", alpha=0.3)
-    fig.suptitle("Accuracy per domain: mean over seeds, 95% CI")
-    return fig
+    return interval_panels(tabs, [_measured_rows(t) for t in tabs], colour, _summary_point,
+                           lambda t: "test accuracy (%)", "Accuracy per domain: mean over seeds, 95% CI")
 
 
 def _pareto(points: Sequence[tuple[float, float]], lower_x_better: bool) -> list[tuple[float, float]]:

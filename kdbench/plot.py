@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import io
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kdbench.errors import KDBenchError
 from kdbench.tables import AVERAGE
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
 
     from matplotlib.figure import Figure
 
-    from kdbench.tables import Curves, Table
+    from kdbench.tables import Curves, Entry, Row, Table
+
+    #: one dot of :func:`interval_panels`: x, interval low and high, marker text
+    Point = tuple[float, float, float, str]
 
 FORMATS = ("png", "pdf", "svg")
 KINDS = ("curves", "delta")
@@ -90,15 +93,17 @@ def make_figure(all_curves: Sequence[Curves]) -> Figure:
     return fig
 
 
-def delta_figure(tables: Sequence[Table]) -> Figure:
-    """The forest plot (not saved): rows = the tables that have a baseline, columns = their columns."""
+def interval_panels(tabs: Sequence[Table], rows_of: Sequence[Sequence[Row]], colour: Mapping[str, Any],
+                    point: Callable[[Entry], Point | None], xlabel: Callable[[Table], str], title: str,
+                    *, zero_line: bool = False) -> Figure:
+    """Dot-and-interval panels (not saved): a row of panels per table, a panel per table column.
+
+    In each panel a row of the table is one dot with its interval, ``point(entry)`` giving
+    ``(x, low, high, marker)`` (None: nothing to draw; a non-finite bound: no bar). Shared by
+    :func:`delta_figure` and the report's accuracy-per-domain figure.
+    """
     from matplotlib.figure import Figure
 
-    tabs = [t for t in tables if t.baseline and any(e.comparison for r in t.rows for e in r.entries)]
-    if not tabs:
-        raise KDBenchError("no comparisons to plot: the results need the baseline and at least one other method")
-    rows_of = [[r for r in t.rows if r.source is None and any(e.comparison for e in r.entries)] for t in tabs]
-    colour = colours(list(dict.fromkeys(r.method for rows in rows_of for r in rows)))
     ncols = max(len(t.columns) for t in tabs)
     height = sum(0.3 * len(rows) + 1.2 for rows in rows_of)
     fig = Figure(figsize=(2.9 * ncols + 2.2, height + 0.6), layout="constrained")
@@ -110,30 +115,47 @@ def delta_figure(tables: Sequence[Table]) -> Figure:
             if j >= len(t.columns):
                 ax.set_visible(False)
                 continue
-            ax.axvline(0.0, color="0.4", linewidth=0.8)
+            if zero_line:
+                ax.axvline(0.0, color="0.4", linewidth=0.8)
             for y, r in enumerate(rows):
-                e = r.entries[j]
-                c = e.comparison
-                if c is None:
+                p = point(r.entries[j])
+                if p is None:
                     continue
-                lo, hi = c.delta_ci
-                err = [[c.delta - lo], [hi - c.delta]] if math.isfinite(lo) and math.isfinite(hi) else None
-                ax.errorbar([c.delta], [y], xerr=err, fmt="o", color=colour[r.method], capsize=2, markersize=4)
-                if e.marker:
-                    ax.annotate(e.marker, (c.delta, y), xytext=(0, 4), textcoords="offset points",
+                x, lo, hi, marker = p
+                err = [[x - lo], [hi - x]] if math.isfinite(lo) and math.isfinite(hi) else None
+                ax.errorbar([x], [y], xerr=err, fmt="o", color=colour.get(r.method), capsize=2, markersize=4)
+                if marker:
+                    ax.annotate(marker, (x, y), xytext=(0, 4), textcoords="offset points",
                                 ha="center", va="bottom", fontsize=8)
             ax.set_yticks(range(len(rows)), [r.method for r in rows])
             ax.set_ylim(len(rows) - 0.5, -0.7)
             at = f" · f={t.fraction:g}" if t.fraction is not None else ""
             ax.set_title(f"{t.task}{at} · {t.columns[j]}", fontsize=8,
                          fontweight="bold" if t.columns[j] == AVERAGE else "normal")
-            ax.set_xlabel(f"Δ vs {t.baseline} (points)", fontsize=8)
+            ax.set_xlabel(xlabel(t), fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(True, axis="x", alpha=0.3)
-    fig.suptitle("Difference from the baseline: mean over seeds, unadjusted 95% CI (bootstrap over seeds, then test "
-                 "examples)\n* p<0.05, ** p<0.01 after Holm within the comparison's family; † seed-level paired t "
-                 "after Holm", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     return fig
+
+
+def _delta_point(e: Entry) -> Point | None:
+    c = e.comparison
+    return None if c is None else (c.delta, *c.delta_ci, e.marker)
+
+
+def delta_figure(tables: Sequence[Table]) -> Figure:
+    """The forest plot (not saved): rows = the tables that have a baseline, columns = their columns."""
+    tabs = [t for t in tables if t.baseline and any(e.comparison for r in t.rows for e in r.entries)]
+    if not tabs:
+        raise KDBenchError("no comparisons to plot: the results need the baseline and at least one other method")
+    rows_of = [[r for r in t.rows if r.source is None and any(e.comparison for e in r.entries)] for t in tabs]
+    colour = colours(list(dict.fromkeys(r.method for rows in rows_of for r in rows)))
+    return interval_panels(
+        tabs, rows_of, colour, _delta_point, lambda t: f"Δ vs {t.baseline} (points)",
+        "Difference from the baseline: mean over seeds, unadjusted 95% CI (bootstrap over seeds, then test "
+        "examples)\n* p<0.05, ** p<0.01 after Holm within the comparison's family; † seed-level paired t "
+        "after Holm", zero_line=True)
 
 
 def save(fig: Figure, path: Path) -> None:
