@@ -71,6 +71,9 @@ def build_parser() -> Parser:
     pw.add_argument("--effect", default="1.0",
                     help="effect(s) to detect, accuracy points, comma-separated (default: %(default)s)")
     pw.add_argument("--baseline", help="method the others are tested against (default: student, else the first)")
+    pw.add_argument("--layout", choices=LAYOUTS, default="default",
+                    help="the table layout whose primary family is sized (as kdbench table): paper leaves out "
+                    "Meta-KD's ablation rows; ablation tests them against full Meta-KD (default: %(default)s)")
 
     ex = sub.add_parser("export", help="copy a kept student (a Hugging Face folder with a model card)",
                         description="Copy the student of one cell, kept by `kdbench run --save-students`, to "
@@ -307,7 +310,7 @@ def cmd_power(args: argparse.Namespace) -> int:
         effects = [float(x) for x in str(args.effect).split(",") if x.strip()]
     except ValueError:
         raise KDBenchError(f"--effect must be numbers of accuracy points, got {args.effect!r}") from None
-    rows = tables.power(args.results_dir, effects, args.baseline, warn=_warn)
+    rows = tables.power(args.results_dir, effects, args.baseline, warn=_warn, layout=args.layout)
     if not rows:
         raise KDBenchError(f"no student method and baseline with results on every domain in {args.results_dir}")
     sys.stdout.write(export.power_text(rows))

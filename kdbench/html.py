@@ -383,10 +383,14 @@ def render(results_dir: Path, layout: str = "default", baseline: str | None = No
     order = tables.method_order(results_dir)
     tabs = tables.build_tables(cells, layout, baseline, references, task_domains, order,
                                n_boot=tables.N_BOOT if n_boot is None else n_boot)
+    main = [t for t in tabs if t.kind == "main"]
+    also_ablation = layout == "paper" and bool(tables.ablation_variants() & {c.get("method") for c in cells})
+    if also_ablation:  # the paper layout leaves Meta-KD's ablation rows out: show them as --layout ablation does
+        tabs += tables.build_tables(cells, "ablation", None, None, task_domains, order,
+                                    n_boot=tables.N_BOOT if n_boot is None else n_boot)
     curves: list[Curves] = tables.curves(cells, order)
     methods = list(dict.fromkeys([*order, *sorted({str(c.get("method")) for c in cells})]))
     colour = colours(methods)
-    main = [t for t in tabs if t.kind == "main"]
     n_ok = sum(c.get("status") == "ok" for c in cells)
     n_failed = len(cells) - n_ok
     import kdbench
@@ -419,7 +423,7 @@ def render(results_dir: Path, layout: str = "default", baseline: str | None = No
         f"<p>{len(cells)} cells: <span class=\"ok\">{n_ok} ok</span>, "
         f"<span class=\"{'failed' if n_failed else 'ok'}\">{n_failed} failed</span>. Made by kdbench "
         f"{esc(kdbench.__version__)} with <code>kdbench report</code>; the tables are those of "
-        f"<code>kdbench table</code> (layout {esc(layout)}).</p>",
+        f"<code>kdbench table</code> (layout {esc(layout)}{', then ablation' if also_ablation else ''}).</p>",
         f"<nav><ul>{''.join(nav)}</ul></nav>",
         '<h2 id="config">Configuration and environment</h2>', config_html(run, cells),
         '<h2 id="tables">Tables</h2>', *(table_html(t) for t in tabs),

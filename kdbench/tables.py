@@ -289,8 +289,20 @@ def _cost(cells: Sequence[Mapping[str, Any]]) -> Cost | None:
 
 
 # ------------------------------------------------------------------------------------ building
+def ablation_variants() -> set[str]:
+    """Meta-KD's ablation rows other than full Meta-KD."""
+    from kdbench.grid import ABLATION_METHOD, ABLATION_ROWS
+
+    return {m for m, _ in ABLATION_ROWS} - {ABLATION_METHOD}
+
+
 def _row_order(layout: str, present: Sequence[str], extra: Sequence[str]) -> list[tuple[str, str]]:
-    """(method, block) in display order; paper layout lists every paper row, run or not."""
+    """(method, block) in display order; paper layout lists every paper row, run or not.
+
+    The paper layout leaves out Meta-KD's ablation variants: they are the ablation layout's rows,
+    tested there against full Meta-KD, and would otherwise join (and weaken, through Holm's m) the
+    main table's primary family. Any other method that was run follows the paper's rows.
+    """
     names = list(dict.fromkeys([*present, *extra]))
     if layout == "ablation":  # Meta-KD's ablation rows only, in the paper's order, run or not
         from kdbench.grid import ABLATION_ROWS
@@ -299,7 +311,7 @@ def _row_order(layout: str, present: Sequence[str], extra: Sequence[str]) -> lis
     if layout != "paper":
         return [(m, "") for m in names]
     rows = [(m, "teacher") for m in PAPER_TEACHERS] + [(m, "student") for m in PAPER_STUDENTS]
-    known = set(PAPER_TEACHERS) | set(PAPER_STUDENTS)
+    known = set(PAPER_TEACHERS) | set(PAPER_STUDENTS) | ablation_variants()
     return rows + [(m, "student") for m in names if m not in known]
 
 
@@ -562,6 +574,10 @@ def _main_table(index: Index, task: str, fraction: float, layout: str, baseline:
         from kdbench.grid import ABLATION_ROWS
 
         table.legend.append("Rows: " + "; ".join(f"{m} = {what}" for m, what in ABLATION_ROWS) + ".")
+    left_out = sorted(ablation_variants() & set(present)) if layout == "paper" else []
+    if left_out:
+        table.legend.append(f"Meta-KD's ablation rows ({len(left_out)} run) are not in this layout or its "
+                            "families: see --layout ablation, where each is tested against full Meta-KD.")
     return table
 
 
@@ -796,22 +812,37 @@ class PowerRow:
 
 
 def power_rows(cells: Iterable[Mapping[str, Any]], effects: Sequence[float], baseline: str | None = None,
-               method_order: Sequence[str] = (), alpha: float = ALPHA, power: float = 0.8) -> list[PowerRow]:
+               method_order: Sequence[str] = (), alpha: float = ALPHA, power: float = 0.8,
+               layout: str = "default") -> list[PowerRow]:
     """Per task × fraction × student method: the primary comparison vs the baseline on the Average,
-    and the seeds (or test examples) needed to detect each of ``effects`` points."""
+    and the seeds (or test examples) needed to detect each of ``effects`` points.
+
+    The family (Holm's m) is the student rows of ``layout``, as in ``kdbench table``: the paper
+    layout leaves Meta-KD's ablation variants out; the ablation layout tests them against full Meta-KD."""
     from kdbench.stats import paired_outcomes, seeds_needed, variance_components
 
+    if layout not in LAYOUTS:
+        raise KDBenchError(f"unknown layout {layout!r} (choose from: {', '.join(LAYOUTS)})")
     if not effects or any(not (math.isfinite(e) and e > 0) for e in effects):
         raise KDBenchError("--effect must be positive numbers of accuracy points")
     index = Index(cells, method_order)
-    base = resolve_baseline(index.methods, baseline)
+    if layout == "ablation":
+        from kdbench.grid import ABLATION_METHOD
+
+        if baseline is not None and baseline != ABLATION_METHOD:
+            raise KDBenchError(f"the ablation layout tests against {ABLATION_METHOD}: leave out --baseline")
+        base = ABLATION_METHOD if ABLATION_METHOD in index.methods else None
+    else:
+        base = resolve_baseline(index.methods, baseline)
+    shown = {m for m, _ in _row_order(layout, index.methods, [])}
     out: list[PowerRow] = []
     if base is None:
         return out
     for task in index.tasks():
         for fraction in sorted(index.data.get(task, {})):
             domains = index.domains(task, fraction)
-            students = [m for m in index.methods_at(task, fraction) if m != base and not is_teacher(m)]
+            students = [m for m in index.methods_at(task, fraction)
+                        if m != base and m in shown and not is_teacher(m)]
             ref = index.average_cells(task, fraction, base, domains)
             for m in students:
                 cells_m = index.average_cells(task, fraction, m, domains)
@@ -838,10 +869,10 @@ def power_rows(cells: Iterable[Mapping[str, Any]], effects: Sequence[float], bas
 
 
 def power(results_dir: Path, effects: Sequence[float], baseline: str | None = None,
-          warn: Callable[[str], None] | None = None) -> list[PowerRow]:
+          warn: Callable[[str], None] | None = None, layout: str = "default") -> list[PowerRow]:
     """:func:`power_rows` on a results directory read as untrusted input."""
     cells, problems = res.scan_cells(results_dir)
     for line in problems:
         if warn is not None:
             warn(line)
-    return power_rows(cells, effects, baseline, method_order(results_dir))
+    return power_rows(cells, effects, baseline, method_order(results_dir), layout=layout)

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _resultsets import small
+from _resultsets import cell, small
 
 from kdbench import html
 from kdbench.cli import main
@@ -90,6 +90,20 @@ def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypa
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "x.html")]) == 2
     assert "no cell results" in capsys.readouterr().err
+
+
+def test_paper_report_shows_the_ablation_rows_in_their_own_table(tmp_path: Path) -> None:
+    accs = {"student": 80, "kd": 84, "metakd": 86, "metakd[gamma2=0]": 83}
+    cells = [cell(m, d, s, a) for m, a in accs.items() for d in ("books", "kitchen") for s in range(2)]
+    for i, c in enumerate(cells):
+        atomic_write_json(tmp_path / "cells" / f"c{i}.json", c)
+    text = html.render(tmp_path, layout="paper", n_boot=N_BOOT)
+    assert "(layout paper, then ablation)" in text
+    tables_part = text.split('<h2 id="tables">', 1)[1].split('<h2 id="figures">', 1)[0]
+    paper, ablation = tables_part.split("· Meta-KD ablation</h3>", 1)
+    assert "Meta-KD layout</h3>" in paper and "metakd[gamma2=0]" not in paper.split("</h3>", 1)[1].split("<ul", 1)[0]
+    assert "metakd[gamma2=0]" in ablation and "Δ vs metakd" in ablation
+    assert "then ablation" not in html.render(tmp_path, layout="default", n_boot=N_BOOT)
 
 
 # ------------------------------------------------------------------------------------ browser

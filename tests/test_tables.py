@@ -396,6 +396,30 @@ def test_ablation_layout_tests_every_row_against_full_metakd() -> None:
     assert any("w/o expertise weights" in line for line in t.legend)
 
 
+def test_paper_layout_and_power_leave_ablation_variants_to_the_ablation_layout() -> None:
+    """Ablation rows run beside the main methods must not join (and weaken) the main primary family."""
+    from kdbench.grid import ABLATION_ROWS
+
+    variants = [m for m, _ in ABLATION_ROWS[1:]]
+    accs = {"student": 80, "kd": 84, "metakd": 86, **dict.fromkeys(variants, 83)}
+    cells = [cell(m, d, s, a) for m, a in accs.items() for d in ("books", "kitchen") for s in range(3)]
+    (t,) = build_tables(cells, layout="paper", n_boot=NB)
+    assert not {r.method for r in t.rows} & set(variants)
+    (fam,) = [f for f in t.families if f.name == "primary"]
+    assert fam.size == 2  # kd and metakd vs student, not 2 + 4 ablation rows
+    assert any("--layout ablation" in line for line in t.legend)
+
+    def family(layout: str) -> tuple[set[str], set[int], set[str]]:
+        rows = tables.power_rows(cells, [1.0], layout=layout)
+        return {r.method for r in rows}, {r.family_size for r in rows}, {r.baseline for r in rows}
+
+    assert family("default") == ({"kd", "metakd", *variants}, {6}, {"student"})
+    assert family("paper") == ({"kd", "metakd"}, {2}, {"student"})
+    assert family("ablation") == (set(variants), {4}, {"metakd"})
+    with pytest.raises(KDBenchError, match="leave out --baseline"):
+        tables.power_rows(cells, [1.0], baseline="student", layout="ablation")
+
+
 def test_teacher_settings_are_stated_and_never_mixed() -> None:
     cells = [cell(m, d, s, 80) for m in ("kd", "mix") for d in ("books", "kitchen") for s in range(2)]
     for c in cells:
