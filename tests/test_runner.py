@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -257,9 +258,21 @@ def _finished_toy(tmp_path: Path) -> tuple[Path, Path, list[str]]:
     return results, cache, ["run", *BASE, "--results-dir", str(results), "--cache-dir", str(cache)]
 
 
+def _rerun_kd(results: Path, args: list[str]) -> tuple[dict, dict, Any]:
+    """Delete the toy run's kd cell and rerun: the cell before, the cell after, and the invocation."""
+    from _toycli import invoke, toy_cli
+
+    kd = results / "cells" / "toy__garden__kd__f0.25__s0.json"
+    before = json.loads(kd.read_text())
+    kd.unlink()
+    with toy_cli():
+        got = invoke(args)
+    assert got.code == 0, got.err
+    return before, json.loads(kd.read_text()), got
+
+
 def test_tampered_teacher_checkpoint_is_retrained_with_a_warning(tmp_path):
     """A well-formed checkpoint whose bytes differ from the sha256 in meta.json is not used."""
-    from _toycli import invoke, toy_cli
     from safetensors.torch import load_file, save_file
 
     results, _, args = _finished_toy(tmp_path)
@@ -268,15 +281,9 @@ def test_tampered_teacher_checkpoint_is_retrained_with_a_warning(tmp_path):
     assert len(meta["sha256"]) == 64
     weights = load_file(str(folder / "model.safetensors"))
     save_file({k: v * 0 for k, v in weights.items()}, str(folder / "model.safetensors"))  # loads fine
-    kd = results / "cells" / "toy__garden__kd__f0.25__s0.json"
-    before = json.loads(kd.read_text())
-    kd.unlink()
-    with toy_cli():
-        got = invoke(args)
-    assert got.code == 0, got.err
+    before, after, got = _rerun_kd(results, args)
     text = " ".join((got.out + got.err).split())
     assert "does not match its recorded sha256; retraining" in text and "1 teacher(s) trained" in text
-    after = json.loads(kd.read_text())
     assert after["predictions"] == before["predictions"]  # the retrained teacher, not the zeroed one
     assert after["train"]["losses"] == before["train"]["losses"]
     import hashlib
@@ -288,21 +295,14 @@ def test_tampered_teacher_checkpoint_is_retrained_with_a_warning(tmp_path):
 def test_tampered_teacher_logits_cache_is_recomputed_with_a_warning(tmp_path):
     """A well-formed cache of all-1e30 logits (the issue's example) is detected and recomputed."""
     import numpy as np
-    from _toycli import invoke, toy_cli
 
     results, _, args = _finished_toy(tmp_path)
     caches = sorted((results / "cache" / "teacher-logits").glob("*.npy"))
     assert caches and all(p.with_suffix(".sha256").is_file() for p in caches)
     for p in caches:
         np.save(p, np.full_like(np.load(p), 1e30), allow_pickle=False)
-    kd = results / "cells" / "toy__garden__kd__f0.25__s0.json"
-    before = json.loads(kd.read_text())
-    kd.unlink()
-    with toy_cli():
-        got = invoke(args)
-    assert got.code == 0, got.err
+    before, after, got = _rerun_kd(results, args)
     assert "does not match its recorded sha256" in got.err
-    after = json.loads(kd.read_text())
     assert after["predictions"] == before["predictions"] and after["train"]["losses"] == before["train"]["losses"]
     assert all(np.abs(np.load(p)).max() < 1e6 for p in caches)  # recomputed in place
 
