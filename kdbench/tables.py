@@ -617,6 +617,18 @@ def resolve_baseline(methods: Sequence[str], baseline: str | None) -> str | None
     return methods[0] if methods else None
 
 
+def layout_baseline(layout: str, methods: Sequence[str], baseline: str | None) -> str | None:
+    """The method a layout tests against: full Meta-KD for the ablation layout (a different
+    ``baseline`` is refused, not silently ignored), else :func:`resolve_baseline`."""
+    if layout != "ablation":
+        return resolve_baseline(methods, baseline)
+    from kdbench.grid import ABLATION_METHOD
+
+    if baseline is not None and baseline != ABLATION_METHOD:
+        raise KDBenchError(f"the ablation layout tests against {ABLATION_METHOD}: leave out --baseline")
+    return ABLATION_METHOD if ABLATION_METHOD in methods else None
+
+
 def build_tables(cells: Iterable[Mapping[str, Any]], layout: str = "default", baseline: str | None = None,
                  references: References | None = None,
                  task_domains: Mapping[str, Sequence[str]] | None = None,
@@ -653,15 +665,10 @@ def build_tables(cells: Iterable[Mapping[str, Any]], layout: str = "default", ba
             per_setting.extend(part)
         return per_setting
     how = _Stats(n_boot, resample_seed, equivalence_margin)
-    if layout == "ablation":  # every row is tested against full Meta-KD
-        from kdbench.grid import ABLATION_METHOD
-
+    if layout == "ablation":  # only Meta-KD and its variants; every row is tested against full Meta-KD
         cells = [c for c in cells if c.get("method") in {m for m, _ in _row_order("ablation", [], [])}]
-        index = Index(cells, method_order, problems)
-        base = ABLATION_METHOD if ABLATION_METHOD in index.methods else None
-    else:
-        index = Index(cells, method_order, problems)
-        base = resolve_baseline(index.methods, baseline)
+    index = Index(cells, method_order, problems)
+    base = layout_baseline(layout, index.methods, baseline)
     out: list[Table] = []
     for task in index.tasks():
         run_domains = index.domains(task)
@@ -826,14 +833,7 @@ def power_rows(cells: Iterable[Mapping[str, Any]], effects: Sequence[float], bas
     if not effects or any(not (math.isfinite(e) and e > 0) for e in effects):
         raise KDBenchError("--effect must be positive numbers of accuracy points")
     index = Index(cells, method_order)
-    if layout == "ablation":
-        from kdbench.grid import ABLATION_METHOD
-
-        if baseline is not None and baseline != ABLATION_METHOD:
-            raise KDBenchError(f"the ablation layout tests against {ABLATION_METHOD}: leave out --baseline")
-        base = ABLATION_METHOD if ABLATION_METHOD in index.methods else None
-    else:
-        base = resolve_baseline(index.methods, baseline)
+    base = layout_baseline(layout, index.methods, baseline)
     shown = {m for m, _ in _row_order(layout, index.methods, [])}
     out: list[PowerRow] = []
     if base is None:

@@ -418,6 +418,9 @@ def test_paper_layout_and_power_leave_ablation_variants_to_the_ablation_layout()
     assert family("ablation") == (set(variants), {4}, {"metakd"})
     with pytest.raises(KDBenchError, match="leave out --baseline"):
         tables.power_rows(cells, [1.0], baseline="student", layout="ablation")
+    with pytest.raises(KDBenchError, match="leave out --baseline"):  # the table refuses it too, not ignores it
+        build_tables(cells, layout="ablation", baseline="student", n_boot=NB)
+    assert build_tables(cells, layout="ablation", baseline="metakd", n_boot=NB)[0].baseline == "metakd"
 
 
 def test_teacher_settings_are_stated_and_never_mixed() -> None:
