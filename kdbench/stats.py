@@ -56,7 +56,8 @@ Multiplicity, power and ties
 * :func:`mde` is the minimum detectable effect at 80% power of a two-sided test at Holm's
   strictest level ``α/m`` for a comparison with standard error ``se``:
   ``(z_{1-α/(2m)} + z_{0.8}) · se`` (normal approximation to the bootstrap distribution).
-  :func:`seeds_needed` solves the same equation for the number of seeds.
+  :func:`seeds_needed` solves the same equation for the number of seeds, with the variance the
+  two-level bootstrap would have (:meth:`Variance.bootstrap_var`).
 * Intervals are **unadjusted** 95% percentile intervals; markers are Holm-adjusted within their
   family, so an interval that excludes 0 can sit beside no marker. Tables label them unadjusted.
 * "Tied" (:func:`tied_with_best`) means *not significantly different from every best row*
@@ -72,9 +73,10 @@ model's per-seed scores, lifts them by a factor (1.25 by default), bootstraps th
 often a paired t-test finds the lift: the power of the seeds already run, by Monte Carlo. kdbench
 needs the converse (how many seeds, or test examples, for an effect of so many *points*), and its
 runs often have one seed, where a seed-level bootstrap has nothing to resample. So
-:func:`seeds_needed` reads both variance components from the run (:func:`variance_components`: the
-exact bootstrap variance over examples, and the spread of per-seed Δ beyond it) and solves the normal
-approximation analytically, which is deterministic. ASO itself is not used: it compares score
+:func:`seeds_needed` reads the variance components from the run (:func:`variance_components`: seed,
+test-example and their interaction, a crossed two-way model, since every seed is scored on the same
+test set), predicts the variance of the tables' two-level bootstrap for more seeds or examples, and
+solves the normal approximation, which is deterministic. ASO itself is not used: it compares score
 distributions over seeds and needs several per side. deepsig is not a dependency (nothing of it is
 used).
 """
@@ -98,8 +100,11 @@ __all__ = [
     "LatticeDistribution",
     "StatsError",
     "Summary",
+    "Variance",
     "adjust",
+    "bootstrap_se",
     "compare",
+    "examples_needed",
     "hierarchical_bootstrap",
     "holm",
     "lattice_sum_pmf",
@@ -533,47 +538,95 @@ def mde(se: float, m: int = 1, alpha: float = 0.05, power: float = _POWER) -> fl
 
 @dataclass(frozen=True)
 class Variance:
-    """Variance components of a paired difference in points² (see :func:`variance_components`).
+    """Variance components (points² per test example) of a seeds × test-examples matrix of paired
+    differences, under the crossed model ``d_si = μ + a_s + b_i + e_si`` (see :func:`variance_components`).
 
-    ``example``: variance of one seed's Δ from test-example sampling, for ``n_examples`` examples;
-    ``seed``: variance of Δ between training runs beyond that (None when unmeasurable: one seed).
+    ``seed``: var(a), training variance (None with one seed: not measurable); ``example``: var(b), the
+    test set's own sampling variance, shared by every seed, so more seeds never average it away;
+    ``interaction``: var(e), what each seed gets wrong differently. With one seed ``example`` and
+    ``interaction`` cannot be told apart and all of it is counted as interaction, the assumption under
+    which more seeds help most (so :func:`seeds_needed` is then a lower bound).
     """
 
-    example: float
     seed: float | None
+    example: float
+    interaction: float
     n_seeds: int
     n_examples: int
 
+    def bootstrap_var(self, n_seeds: int | None = None, n_examples: int | None = None) -> float:
+        """Expected variance (points²) of the two-level bootstrap law of the mean Δ (seeds resampled,
+        then examples jointly: :func:`hierarchical_bootstrap`, the tables' primary test) for a run of
+        ``n_seeds`` × ``n_examples`` with these components. Worked out from the bootstrap's own
+        resampling: ``(S-1)/S² · seed + example/n + (3S-2)/(n S²) · interaction``. Resampling seeds
+        sees the seed variance with ddof 0 (none at all with one seed), and the interaction is
+        counted both across seeds and within the example resampling, so the test is conservative."""
+        s = n_seeds or self.n_seeds
+        n = n_examples or self.n_examples
+        return (s - 1) / s**2 * (self.seed or 0.0) + self.example / n + (3 * s - 2) / (n * s**2) * self.interaction
+
 
 def variance_components(diff: np.ndarray) -> Variance:
-    """From an ``(S, n)`` matrix of per-example differences in {-1, 0, 1}: the example-level
-    variance of a single seed's Δ (mean over seeds of ``var_i(d_si) / n``, times 100², the exact
-    bootstrap variance of one seed's Δ) and the
-    seed-level variance ``max(0, var_s(Δ_s) - example)`` (method of moments; None with one seed)."""
-    d = np.asarray(diff, dtype=np.float64)
+    """Method-of-moments (two-way ANOVA, one observation per cell) estimates of :class:`Variance`
+    from an ``(S, n)`` matrix of per-example differences in {-1, 0, 1}, clipped at 0."""
+    d = np.asarray(diff, dtype=np.float64) * 100.0
     if d.ndim == 1:
         d = d[None, :]
     s, n = d.shape
     if n < 2:
         raise StatsError("need at least 2 examples")
-    ex = float(np.mean(d.var(axis=1))) / n * 1e4  # ddof 0: the bootstrap's own variance
     if s < 2:
-        return Variance(ex, None, s, n)
-    per_seed = d.mean(axis=1) * 100.0
-    return Variance(ex, max(0.0, float(per_seed.var(ddof=1)) - ex), s, n)
+        return Variance(None, 0.0, float(d.var(ddof=1)), s, n)
+    rows, cols, grand = d.mean(axis=1), d.mean(axis=0), d.mean()
+    ms_seed = n * float(((rows - grand) ** 2).sum()) / (s - 1)
+    ms_example = s * float(((cols - grand) ** 2).sum()) / (n - 1)
+    ms_inter = float(((d - rows[:, None] - cols[None, :] + grand) ** 2).sum()) / ((s - 1) * (n - 1))
+    return Variance(max(0.0, (ms_seed - ms_inter) / n), max(0.0, (ms_example - ms_inter) / s), ms_inter, s, n)
+
+
+def bootstrap_se(diff: np.ndarray) -> float:
+    """Standard deviation (points) of the exact two-level bootstrap law of the mean of an ``(S, n)``
+    difference matrix, in closed form: equal to ``hierarchical_bootstrap(diff).se()`` when that is
+    enumerated, without enumerating. Seeds drawn with counts ``c`` (multinomial), then ``n`` columns
+    of ``u = c @ d``: ``Var(T) = n · E[var_i(u_i)] + S · var_s(row sums)``, with ``E[c_s c_t]`` equal to
+    ``2 - 1/S`` on the diagonal and ``1 - 1/S`` off it."""
+    d = np.atleast_2d(np.asarray(diff, dtype=np.float64))
+    s, n = d.shape
+    cov = np.cov(d, ddof=0) if s > 1 else np.array([[d[0].var()]])
+    weights = np.full((s, s), 1.0 - 1.0 / s) + np.eye(s)
+    var_t = n * float((weights * cov).sum()) + s * float(d.sum(axis=1).var())
+    return math.sqrt(max(0.0, var_t)) * 100.0 / (n * s)
 
 
 def seeds_needed(var: Variance, effect: float, m: int = 1, alpha: float = 0.05, power: float = _POWER,
-                 n_examples: int | None = None) -> int:
-    """Seeds needed so that the mean Δ over seeds has ``mde <= effect``, assuming independent seeds
-    with variance ``seed + example · n / n_examples`` each (an unmeasured seed variance counts as 0,
-    so the answer is then a lower bound)."""
+                 n_examples: int | None = None) -> int | None:
+    """The fewest seeds for which the two-level bootstrap's MDE (:meth:`Variance.bootstrap_var`) is at
+    most ``effect``; None when no number of seeds can do it (the test set's own variance alone is too
+    large: more test examples are needed). At least 2 once seed variance is measured and non-zero
+    (one seed cannot see it)."""
     if effect <= 0:
         raise StatsError("effect must be positive")
-    n_ex = n_examples or var.n_examples
-    per_seed = (var.seed or 0.0) + var.example * var.n_examples / n_ex
     target = (effect / _z_sum(alpha, m, power)) ** 2
-    return max(1, math.ceil(per_seed / target - 1e-12))
+    n = n_examples or var.n_examples
+    room = target - var.example / n  # the floor no number of seeds goes below
+    if room <= 0:
+        return None
+    first = 2 if var.seed else 1
+    # beyond 2 seeds the variance only falls, and a/S + 3e/(nS) bounds it: the loop is finite
+    last = max(first, math.ceil(((var.seed or 0.0) + 3 * var.interaction / n) / room) + 1)
+    return next(k for k in range(first, last + 1) if var.bootstrap_var(k, n) <= target + 1e-12)
+
+
+def examples_needed(var: Variance, effect: float, n_seeds: int, m: int = 1, alpha: float = 0.05,
+                    power: float = _POWER) -> int | None:
+    """Test examples (in all) with which ``n_seeds`` seeds reach an MDE of ``effect``; None when the
+    seed variance alone is too large for that many seeds."""
+    target = (effect / _z_sum(alpha, m, power)) ** 2
+    s = n_seeds
+    room = target - (s - 1) / s**2 * (var.seed or 0.0)
+    if room <= 0:
+        return None
+    return max(1, math.ceil((var.example + (3 * s - 2) / s**2 * var.interaction) / room - 1e-12))
 
 
 # --------------------------------------------------------------------------------- comparisons

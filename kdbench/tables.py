@@ -40,13 +40,19 @@ from kdbench.stats import (
     Comparison,
     StatsError,
     Summary,
+    Variance,
     adjust,
+    bootstrap_se,
     compare,
+    examples_needed,
     holm,
     mde,
+    paired_outcomes,
+    seeds_needed,
     significance_marker,
     summarize,
     tied_with_best,
+    variance_components,
 )
 
 if TYPE_CHECKING:
@@ -794,12 +800,15 @@ def load_curves(results_dir: Path, warn: Callable[[str], None] | None = None) ->
 @dataclass(frozen=True)
 class PowerRow:
     """How many seeds (or test examples) one primary comparison needs to detect ``effect`` points on the
-    Average with 80% power, at Holm's strictest level for a family of ``family_size``.
+    Average with 80% power, at Holm's strictest level for a family of ``family_size``, under the
+    tables' primary test (the two-level bootstrap).
 
-    ``example_var`` / ``seed_var``: variance components of one seed's Δ (points², see
-    :func:`kdbench.stats.variance_components`; ``seed_var`` None: one seed, not measurable, so
-    ``seeds`` is a lower bound). ``examples``: test examples per domain needed with the run's seeds
-    (None: more examples alone cannot reach it, the seed variance dominates).
+    ``variance``: the run's seed, test-example and interaction components (points², see
+    :func:`kdbench.stats.variance_components`; ``variance.seed`` None: one seed, not measurable, so
+    ``seeds`` is a lower bound). ``mde_now``: the run's own MDE, equal to the table's ``mde_80``.
+    ``seeds``: None when no number of seeds reaches ``effect`` with this test set (its own variance is
+    too large). ``examples``: test examples per domain needed with the run's seeds (None: the seed
+    variance alone is too large for that many seeds).
     """
 
     task: str
@@ -811,10 +820,9 @@ class PowerRow:
     n_examples: int
     family_size: int
     effect: float
-    example_var: float
-    seed_var: float | None
+    variance: Variance
     mde_now: float
-    seeds: int
+    seeds: int | None
     examples: int | None
 
 
@@ -826,8 +834,6 @@ def power_rows(cells: Iterable[Mapping[str, Any]], effects: Sequence[float], bas
 
     The family (Holm's m) is the student rows of ``layout``, as in ``kdbench table``: the paper
     layout leaves Meta-KD's ablation variants out; the ablation layout tests them against full Meta-KD."""
-    from kdbench.stats import paired_outcomes, seeds_needed, variance_components
-
     if layout not in LAYOUTS:
         raise KDBenchError(f"unknown layout {layout!r} (choose from: {', '.join(LAYOUTS)})")
     if not effects or any(not (math.isfinite(e) and e > 0) for e in effects):
@@ -854,17 +860,15 @@ def power_rows(cells: Iterable[Mapping[str, Any]], effects: Sequence[float], bas
                     raise KDBenchError(f"cannot compare {m} with {base} on {task}: {exc}") from None
                 diff = a.astype(int) - b.astype(int)
                 var = variance_components(diff)
-                se_now = math.sqrt(((var.seed or 0.0) + var.example) / len(seeds))
                 per_domain = var.n_examples // max(1, len(domains))
+                k = len(students)
                 for effect in effects:
-                    s_need = seeds_needed(var, effect, len(students), alpha, power)
-                    target = (effect / mde(1.0, len(students), alpha, power)) ** 2 * len(seeds)
-                    room = target - (var.seed or 0.0)
-                    n_need = (math.ceil(var.example * var.n_examples / room / max(1, len(domains)))
-                              if room > 0 else None)
+                    n_need = examples_needed(var, effect, len(seeds), k, alpha, power)
                     out.append(PowerRow(task, fraction, m, base, 100.0 * float(diff.mean()), len(seeds),
-                                        per_domain, len(students), effect, var.example, var.seed,
-                                        mde(se_now, len(students), alpha, power), s_need, n_need))
+                                        per_domain, k, effect, var,
+                                        mde(bootstrap_se(diff), k, alpha, power),  # = the table's mde_80
+                                        seeds_needed(var, effect, k, alpha, power),
+                                        None if n_need is None else math.ceil(n_need / max(1, len(domains)))))
     return out
 
 

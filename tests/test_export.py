@@ -303,6 +303,21 @@ def _seven_seeds() -> list:
     return out
 
 
+def test_power_text_says_when_only_more_test_examples_help() -> None:
+    from kdbench import tables
+
+    # every seed right and wrong on the same examples (offset 0): the whole Δ variance is the test
+    # set's own, so no number of seeds detects 1 point; a 100-point effect needs one seed
+    cells = [cell(m, "books", s, k, n=40, offset=0) for s in range(3) for m, k in (("student", 28), ("kd", 32))]
+    rows = tables.power_rows(cells, [1.0, 100.0])
+    assert [(r.effect, r.seeds) for r in rows] == [(1.0, None), (100.0, 1)]
+    assert rows[0].variance.seed == 0.0 and rows[0].variance.interaction == 0.0 and rows[0].examples is not None
+    text = export.power_text(rows)
+    assert "— (test-set variance dominates)" in text
+    assert "to detect 1 point(s) on the Average: no number of seeds suffices with 40 test examples per domain" in text
+    assert "to detect 100 point(s) on the Average: median 1 seeds" in text
+
+
 def test_cli_power(run_dir, capsys) -> None:
     assert main(["power", str(run_dir), "--effect", "1,2"]) == 0
     out = capsys.readouterr().out

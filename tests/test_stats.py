@@ -17,7 +17,9 @@ from kdbench.stats import (
     StatsError,
     Summary,
     adjust,
+    bootstrap_se,
     compare,
+    examples_needed,
     hierarchical_bootstrap,
     holm,
     lattice_sum_pmf,
@@ -222,14 +224,44 @@ def test_mde_and_seeds_needed_hand_computed() -> None:
     assert round(mde(1.18, 55), 1) == 4.9
     d = np.array([[1] * 30 + [-1] * 25 + [0] * 145])
     var = variance_components(d)
-    assert var.seed is None and var.n_examples == 200
-    assert var.example == pytest.approx(np.var(d[0]) / 200 * 1e4)
+    # one seed: no seed variance, and the test set's variance cannot be split from the interaction
+    assert var.seed is None and var.example == 0.0 and var.n_examples == 200
+    assert var.interaction == pytest.approx(np.var(d[0], ddof=1) * 1e4)
     z = sps.norm.ppf(1 - 0.05 / 14) + sps.norm.ppf(0.8)
-    assert seeds_needed(var, 1.0, m=7) == math.ceil(var.example / (1.0 / z) ** 2)
-    # seeds: the spread of per-seed Δ beyond example noise
-    two = np.vstack([d, -d])
-    v2 = variance_components(two)
-    assert v2.seed == pytest.approx(max(0.0, np.var([2.5, -2.5], ddof=1) - v2.example))
+    target = (1.0 / z) ** 2
+    # the two-level bootstrap's variance with k seeds is (3k-2)/(n k²) · interaction here
+    k = seeds_needed(var, 1.0, m=7)
+    assert (3 * k - 2) / (200 * k**2) * var.interaction <= target < (3 * k - 5) / (200 * (k - 1) ** 2) * var.interaction
+
+
+def test_variance_components_are_the_two_way_anova_estimates() -> None:
+    # 2 seeds x 4 examples, in points (x100): rows means 50, 0; column means 50, 50, 0, 0; grand 25
+    d = np.array([[1, 1, 0, 0], [0, 0, 0, 0]])
+    v = variance_components(d)
+    ms_seed = 4 * (25**2 + 25**2) / 1  # n · Σ(row mean - grand)² / (S-1)
+    ms_example = 2 * (4 * 25**2) / 3  # S · Σ(column mean - grand)² / (n-1)
+    ms_inter = 8 * 25**2 / 3  # residuals ±25 in all 8 cells, over (S-1)(n-1) = 3
+    assert v.interaction == pytest.approx(ms_inter)
+    assert v.seed == pytest.approx((ms_seed - ms_inter) / 4)
+    assert v.example == pytest.approx((ms_example - ms_inter) / 2)
+    # every seed wrong on the same examples: all test-set variance, which no number of seeds removes
+    same = variance_components(np.array([[1] * 20 + [0] * 180] * 3))
+    assert same.seed == 0.0 and same.interaction == 0.0 and same.example == pytest.approx(np.var([1] * 20 + [0] * 180, ddof=1) * 1e4)
+    assert seeds_needed(same, 1.0) is None
+    assert examples_needed(same, 1.0, n_seeds=3) == math.ceil(same.example / (1.0 / _z(1)) ** 2)
+
+
+def _z(m: int) -> float:
+    return float(sps.norm.ppf(1 - 0.05 / (2 * m)) + sps.norm.ppf(0.8))
+
+
+@pytest.mark.parametrize("seeds", [1, 2, 3, 5])
+def test_bootstrap_se_closed_form_is_the_enumerated_bootstrap(seeds: int) -> None:
+    rng = np.random.default_rng(seeds)
+    d = rng.choice([-1, 0, 1], size=(seeds, 40), p=[0.2, 0.6, 0.2])
+    assert bootstrap_se(d) == pytest.approx(hierarchical_bootstrap(d).se(), rel=1e-9)
+    # the component model predicts the same variance on average; on one draw, within a factor
+    assert 0.5 < variance_components(d).bootstrap_var() / bootstrap_se(d) ** 2 < 2.0
 
 
 def test_summarize_one_seed_bootstrap_is_exact_binomial() -> None:

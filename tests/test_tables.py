@@ -356,7 +356,7 @@ def test_build_reads_a_results_directory_in_run_order(tmp_path: Path) -> None:
 def test_power_rows_use_the_runs_seed_and_example_variance() -> None:
     import numpy as np
 
-    from kdbench.stats import mde, seeds_needed, variance_components
+    from kdbench.stats import bootstrap_se, mde, seeds_needed, variance_components
 
     rows = tables.power_rows(small(seeds=3), [1.0], method_order=ORDER)
     assert [(r.method, r.family_size, r.n_seeds, r.n_examples) for r in rows] == [("kd", 2, 3, 100), ("mix", 2, 3, 100)]
@@ -373,9 +373,13 @@ def test_power_rows_use_the_runs_seed_and_example_variance() -> None:
 
     diff = np.array([np.array(outcomes("kd", s), int) - np.array(outcomes("student", s), int) for s in range(3)])
     var = variance_components(diff)
-    assert kd.seed_var == pytest.approx(var.seed) and kd.example_var == pytest.approx(var.example)
+    assert kd.variance == var
     assert kd.seeds == seeds_needed(var, 1.0, m=2)
-    assert kd.mde_now == pytest.approx(mde(math.sqrt((var.seed + var.example) / 3), 2))
+    assert kd.mde_now == pytest.approx(mde(bootstrap_se(diff), 2))
+    # the run's MDE is the table's: the same two-level bootstrap, the same family
+    (t,) = build_tables(cells, method_order=ORDER, n_boot=NB)
+    entry = next(r for r in t.rows if r.method == "kd").entries[-1]
+    assert entry.family == "primary" and kd.mde_now == pytest.approx(mde(entry.comparison.se, 2))
 
 
 def test_ablation_layout_tests_every_row_against_full_metakd() -> None:
