@@ -2,8 +2,9 @@
 folder's cell files, as its README promises a reader with a fresh clone.
 
 Which command made a file is read from its name, the convention the READMEs use:
-``table[-<layout>][-vs-<baseline>].<md|csv>`` (``table-paper.md``: ``--layout paper``;
-``table-vs-kd.md``: ``--baseline kd``; ``table.csv``: the default layout as CSV).
+``table[-<layout>][-vs-<baseline>][-within-<margin>].<md|csv>`` (``table-paper.md``: ``--layout paper``;
+``table-vs-kd.md``: ``--baseline kd``; ``table-ablation-within-1.md``: ``--layout ablation
+--equivalence-margin 1``; ``table.csv``: the default layout as CSV).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pytest
 from kdbench.cli import main
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-NAME = re.compile(r"table(?:-(?P<layout>default|paper|ablation))?(?:-vs-(?P<baseline>[\w:.-]+))?\.(?P<ext>md|csv)")
+NAME = re.compile(r"table(?:-(?P<layout>default|paper|ablation))?(?:-vs-(?P<baseline>[\w:.-]+?))?"
+                  r"(?:-within-(?P<margin>\d+(?:\.\d+)?))?\.(?P<ext>md|csv)")
 FORMATS = {"md": "markdown", "csv": "csv"}
 
 
@@ -33,6 +35,8 @@ def command(path: Path) -> list[str]:
         args += ["--layout", m["layout"]]
     if m["baseline"]:
         args += ["--baseline", m["baseline"]]
+    if m["margin"]:
+        args += ["--equivalence-margin", m["margin"]]
     return args
 
 
@@ -40,6 +44,10 @@ def test_the_name_convention() -> None:
     assert command(Path("r/table-paper.md"))[2:] == ["--format", "markdown", "--layout", "paper"]
     assert command(Path("r/table-vs-kd.md"))[2:] == ["--format", "markdown", "--baseline", "kd"]
     assert command(Path("r/table.csv"))[2:] == ["--format", "csv"]
+    assert command(Path("r/table-ablation-within-1.md"))[2:] == ["--format", "markdown", "--layout", "ablation",
+                                                                "--equivalence-margin", "1"]
+    assert command(Path("r/table-vs-kd-within-0.5.csv"))[2:] == ["--format", "csv", "--baseline", "kd",
+                                                                 "--equivalence-margin", "0.5"]
     assert NAME.fullmatch("table-notes.md") is None  # not a tool-made table: not checked
     assert any(p.parent.name == "amazon-cpu-all" for p in committed_tables())
 
