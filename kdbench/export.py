@@ -341,23 +341,24 @@ def power_text(rows: Sequence[PowerRow]) -> str:
         header = ("method", "Δ now", "MDE now", "effect", "seeds needed", "test examples/domain needed")
         body = []
         for r in group:
-            one_seed = r.variance.seed is None
             seeds = ("— (test-set variance dominates)" if r.seeds is None
-                     else f"≥ {r.seeds}" if one_seed else str(r.seeds))
+                     else f"≥ {r.seeds}" if r.variance.seed is None else str(r.seeds))
             examples = "— (seed variance dominates)" if r.examples is None else f"{r.examples:,} (with {r.n_seeds} seed(s))"
             body.append((clean_name(r.method), f"{r.delta:+.2f}", f"{r.mde_now:.2f}", f"{r.effect:g}", seeds, examples))
         widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
         for line in (header, *body):
             out.append("  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
         for effect in dict.fromkeys(r.effect for r in group):
-            need = sorted(r.seeds for r in group if r.effect == effect and r.seeds is not None)
-            out_of_reach = sum(1 for r in group if r.effect == effect and r.seeds is None)
-            summary = (f"to detect {effect:g} point(s) on the Average: median {need[len(need) // 2]} seeds "
-                    f"(range {need[0]}–{need[-1]}) with {g.n_examples} test examples per domain" if need
-                    else f"to detect {effect:g} point(s) on the Average: no number of seeds suffices with "
-                         f"{g.n_examples} test examples per domain")
-            if need and out_of_reach:
-                summary += f"; {out_of_reach} comparison(s) need more test examples instead"
+            counts = [r.seeds for r in group if r.effect == effect]
+            need = sorted(c for c in counts if c is not None)
+            summary = f"to detect {effect:g} point(s) on the Average: "
+            if not need:
+                summary += f"no number of seeds suffices with {g.n_examples} test examples per domain"
+            else:
+                summary += (f"median {need[len(need) // 2]} seeds (range {need[0]}–{need[-1]}) with "
+                            f"{g.n_examples} test examples per domain")
+                if len(need) < len(counts):
+                    summary += f"; {len(counts) - len(need)} comparison(s) need more test examples instead"
             out.append(summary)
         out.append("MDE now: the run's minimum detectable effect under the table's primary test (the two-level "
                    "bootstrap, seeds then test examples), the table's mde_80. Seeds and examples needed: the same "
