@@ -254,12 +254,6 @@ class LatticeDistribution:
         a = (1.0 - confidence) / 2.0
         return self.quantile(a), self.quantile(1.0 - a)
 
-    def se(self) -> float:
-        """Standard deviation of the bootstrap law of the mean difference (points)."""
-        t = self.support.astype(np.float64)
-        mu = float((t * self.pmf).sum())
-        return math.sqrt(max(0.0, float(((t - mu) ** 2 * self.pmf).sum()))) * self.scale
-
     def p_tost(self, margin: float) -> float:
         """Equivalence within ``±margin`` points: the larger of the two one-sided shift-to-null
         p-values (``H0: Δ <= -margin`` and ``H0: Δ >= margin``); small p = equivalent."""
@@ -586,8 +580,9 @@ def variance_components(diff: np.ndarray) -> Variance:
 
 def bootstrap_se(diff: np.ndarray) -> float:
     """Standard deviation (points) of the exact two-level bootstrap law of the mean of an ``(S, n)``
-    difference matrix, in closed form: equal to ``hierarchical_bootstrap(diff).se()`` when that is
-    enumerated, without enumerating. Seeds drawn with counts ``c`` (multinomial), then ``n`` columns
+    difference matrix, in closed form: the standard deviation of ``hierarchical_bootstrap(diff)``'s
+    law when that is enumerated (up to 6 seeds), without enumerating, and free of its Monte-Carlo
+    noise when it is sampled (7+ seeds). A single row is the one-level bootstrap over its examples. Seeds drawn with counts ``c`` (multinomial), then ``n`` columns
     of ``u = c @ d``: ``Var(T) = n · E[var_i(u_i)] + S · var_s(row sums)``, with ``E[c_s c_t]`` equal to
     ``2 - 1/S`` on the diagonal and ``1 - 1/S`` off it."""
     d = np.atleast_2d(np.asarray(diff, dtype=np.float64))
@@ -642,7 +637,8 @@ class Comparison:
     * ``p_seeds``: paired *t*-test over per-seed accuracies when ``n_seeds >= 3``, else ``None``;
       NaN with ``seeds_degenerate`` when every seed gives the same non-zero difference.
     * ``p_adjusted``: Holm-adjusted ``p_examples`` within its family, filled by :func:`adjust`.
-    * ``se``: standard deviation of the bootstrap law of ``delta`` (for power).
+    * ``se``: standard deviation of the bootstrap law of ``delta``, exact (:func:`bootstrap_se`), for
+      the MDE; the same number ``kdbench power`` starts from.
     * ``p_mc_se``: Monte-Carlo standard error of ``p_examples`` (0.0: exact).
     * ``p_equivalence``: TOST p for ``|delta| < equivalence margin`` (None: no margin given).
     """
@@ -777,7 +773,7 @@ def compare(
     p_eq = None if equivalence_margin is None else dist.p_tost(equivalence_margin)
     n_examples = int(mat_a.shape[1]) if _same else int(mat_a.size // len(seeds))
     return Comparison(name_a, name_b, dist.observed * dist.scale, (lo, hi), p, p_mc, p_seeds, None, len(seeds),
-                      n_examples, dist.se(), p_se, degenerate, p_eq)
+                      n_examples, bootstrap_se(diff), p_se, degenerate, p_eq)
 
 
 def adjust(comparisons: Sequence[Comparison]) -> list[Comparison]:
