@@ -2,9 +2,11 @@
 folder's cell files, as its README promises a reader with a fresh clone.
 
 Which command made a file is read from its name, the convention the READMEs use:
-``table[-<layout>][-vs-<baseline>][-within-<margin>].<md|csv>`` (``table-paper.md``: ``--layout paper``;
-``table-vs-kd.md``: ``--baseline kd``; ``table-ablation-within-1.md``: ``--layout ablation
---equivalence-margin 1``; ``table.csv``: the default layout as CSV).
+``table[-<layout>][-vs-<baseline>][-within-<margin>][-select-dev].<md|csv>`` (``table-paper.md``:
+``--layout paper``; ``table-vs-kd.md``: ``--baseline kd``; ``table-ablation-within-1.md``: ``--layout
+ablation --equivalence-margin 1``; ``table-select-dev.md``: ``--select dev``, whose list of the
+configurations chosen goes to ``table-select-dev-selection.md`` beside it; ``table.csv``: the default
+layout as CSV). Folders are found at any depth (a study's pilot lives inside the study).
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from kdbench.cli import main
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 NAME = re.compile(r"table(?:-(?P<layout>default|paper|ablation))?(?:-vs-(?P<baseline>[\w:.-]+?))?"
-                  r"(?:-within-(?P<margin>\d+(?:\.\d+)?))?\.(?P<ext>md|csv)")
+                  r"(?:-within-(?P<margin>\d+(?:\.\d+)?))?(?P<select>-select-dev)?\.(?P<ext>md|csv)")
 FORMATS = {"md": "markdown", "csv": "csv"}
 
 
 def committed_tables() -> list[Path]:
-    return sorted(p for p in RESULTS.glob("*/table*.*") if (p.parent / "cells").is_dir() and NAME.fullmatch(p.name))
+    return sorted(p for p in RESULTS.glob("**/table*.*") if (p.parent / "cells").is_dir() and NAME.fullmatch(p.name))
 
 
 def command(path: Path) -> list[str]:
@@ -37,6 +39,8 @@ def command(path: Path) -> list[str]:
         args += ["--baseline", m["baseline"]]
     if m["margin"]:
         args += ["--equivalence-margin", m["margin"]]
+    if m["select"]:
+        args += ["--select", "dev"]
     return args
 
 
@@ -48,8 +52,10 @@ def test_the_name_convention() -> None:
                                                                 "--equivalence-margin", "1"]
     assert command(Path("r/table-vs-kd-within-0.5.csv"))[2:] == ["--format", "csv", "--baseline", "kd",
                                                                  "--equivalence-margin", "0.5"]
+    assert command(Path("r/table-select-dev.md"))[2:] == ["--format", "markdown", "--select", "dev"]
     assert NAME.fullmatch("table-notes.md") is None  # not a tool-made table: not checked
-    assert any(p.parent.name == "amazon-cpu-all" for p in committed_tables())
+    found = {p.parent.name for p in committed_tables()}
+    assert {"amazon-cpu-all", "pilot"} <= found
 
 
 @pytest.mark.parametrize("path", committed_tables(), ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -57,3 +63,6 @@ def test_committed_table_regenerates_byte_for_byte(path: Path, tmp_path: Path) -
     out = tmp_path / path.name
     assert main([*command(path), "-o", str(out)]) == 0
     assert out.read_bytes() == path.read_bytes(), f"kdbench {' '.join(command(path))} differs from {path}"
+    chosen = path.with_name(f"{path.stem}-selection{path.suffix}")  # --select dev: the configurations chosen
+    if chosen.exists():
+        assert out.with_name(chosen.name).read_bytes() == chosen.read_bytes(), f"{chosen} differs"
