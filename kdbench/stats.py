@@ -582,9 +582,10 @@ def bootstrap_se(diff: np.ndarray) -> float:
     """Standard deviation (points) of the exact two-level bootstrap law of the mean of an ``(S, n)``
     difference matrix, in closed form: the standard deviation of ``hierarchical_bootstrap(diff)``'s
     law when that is enumerated (up to 6 seeds), without enumerating, and free of its Monte-Carlo
-    noise when it is sampled (7+ seeds). A single row is the one-level bootstrap over its examples. Seeds drawn with counts ``c`` (multinomial), then ``n`` columns
-    of ``u = c @ d``: ``Var(T) = n · E[var_i(u_i)] + S · var_s(row sums)``, with ``E[c_s c_t]`` equal to
-    ``2 - 1/S`` on the diagonal and ``1 - 1/S`` off it."""
+    noise when it is sampled (7+ seeds). A single row is the one-level bootstrap over its examples.
+    Seeds drawn with counts ``c`` (multinomial), then ``n`` columns of ``u = c @ d``:
+    ``Var(T) = n · E[var_i(u_i)] + S · var_s(row sums)``, with ``E[c_s c_t]`` equal to ``2 - 1/S`` on
+    the diagonal and ``1 - 1/S`` off it."""
     d = np.atleast_2d(np.asarray(diff, dtype=np.float64))
     s, n = d.shape
     cov = np.cov(d, ddof=0) if s > 1 else np.array([[d[0].var()]])
