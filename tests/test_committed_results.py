@@ -12,6 +12,8 @@ layout as CSV). Folders are found at any depth (a study's pilot lives inside the
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,10 +24,17 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 NAME = re.compile(r"table(?:-(?P<layout>default|paper|ablation))?(?:-vs-(?P<baseline>[\w:.-]+?))?"
                   r"(?:-within-(?P<margin>\d+(?:\.\d+)?))?(?P<select>-select-dev)?\.(?P<ext>md|csv)")
 FORMATS = {"md": "markdown", "csv": "csv"}
+# Folders kept as a record although their cells were never committed (their README says so): their
+# tables cannot be regenerated. Every other folder with a tool-made table must carry its cells.
+WITHOUT_CELLS = {"amazon-cpu-student-kd"}
+
+
+def all_tables() -> list[Path]:
+    return sorted(p for p in RESULTS.glob("**/table*.*") if NAME.fullmatch(p.name))
 
 
 def committed_tables() -> list[Path]:
-    return sorted(p for p in RESULTS.glob("**/table*.*") if (p.parent / "cells").is_dir() and NAME.fullmatch(p.name))
+    return [p for p in all_tables() if p.parent.name not in WITHOUT_CELLS]
 
 
 def command(path: Path) -> list[str]:
@@ -56,6 +65,17 @@ def test_the_name_convention() -> None:
     assert NAME.fullmatch("table-notes.md") is None  # not a tool-made table: not checked
     found = {p.parent.name for p in committed_tables()}
     assert {"amazon-cpu-all", "pilot"} <= found
+
+
+@pytest.mark.parametrize("folder", sorted({p.parent for p in committed_tables()}), ids=lambda p: p.name)
+def test_a_committed_table_has_its_cells_in_git(folder: Path) -> None:
+    """A study whose cells git ignores looks complete in its own checkout and has no cells in a clone
+    (this happened to #21's MNLI cells): the cells must be there, and not ignored."""
+    cells = sorted((folder / "cells").glob("*.json"))
+    assert cells, f"{folder} has tables but no cells/: commit them (its own .gitignore holds `!/cells/`)"
+    if shutil.which("git") and (RESULTS.parent / ".git").exists():
+        ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", str(cells[0])], cwd=RESULTS.parent).returncode == 0
+        assert not ignored, f"git ignores {cells[0]}: add a .gitignore holding `!/cells/` to {folder}"
 
 
 @pytest.mark.parametrize("path", committed_tables(), ids=lambda p: f"{p.parent.name}/{p.name}")
