@@ -64,7 +64,7 @@ def test_the_name_convention() -> None:
     assert command(Path("r/table-select-dev.md"))[2:] == ["--format", "markdown", "--select", "dev"]
     assert NAME.fullmatch("table-notes.md") is None  # not a tool-made table: not checked
     found = {p.parent.name for p in committed_tables()}
-    assert {"amazon-cpu-all", "pilot"} <= found
+    assert {"amazon-cpu-all", "pilot", "amazon-scarce-5seeds", "mnli-scarce-5seeds"} <= found
 
 
 @pytest.mark.parametrize("folder", sorted({p.parent for p in committed_tables()}), ids=lambda p: p.name)
