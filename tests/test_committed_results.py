@@ -29,12 +29,9 @@ FORMATS = {"md": "markdown", "csv": "csv"}
 WITHOUT_CELLS = {"amazon-cpu-student-kd"}
 
 
-def all_tables() -> list[Path]:
-    return sorted(p for p in RESULTS.glob("**/table*.*") if NAME.fullmatch(p.name))
-
-
 def committed_tables() -> list[Path]:
-    return [p for p in all_tables() if p.parent.name not in WITHOUT_CELLS]
+    return sorted(p for p in RESULTS.glob("**/table*.*")
+                  if NAME.fullmatch(p.name) and p.parent.name not in WITHOUT_CELLS)
 
 
 def command(path: Path) -> list[str]:
